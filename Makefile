@@ -1,0 +1,20 @@
+# The two commands of the README. Both (re)create .venv/ through tools/setup_env.sh first.
+REPO := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+PY := $(REPO)/.venv/bin/python
+
+.PHONY: setup demo test test-all bench
+
+setup:
+	bash $(REPO)/tools/setup_env.sh
+
+demo: setup
+	cd $(REPO) && $(PY) tools/demo.py
+
+test: setup
+	cd $(REPO) && $(PY) -m pytest tests -q
+
+test-all: setup
+	cd $(REPO) && $(PY) -m pytest tests -q --run-slow
+
+bench: setup
+	cd $(REPO) && $(PY) tools/benchmark_det.py

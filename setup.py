@@ -1,0 +1,30 @@
+"""Installs the UniKD toolkit: the Detectron2 plugin `unikd_det` and the `classification` package."""
+from setuptools import find_packages, setup
+
+setup(
+    name="unikd",
+    version="0.1.0",
+    description="Knowledge distillation toolkit: UniKD for Detectron2 and a classification KD benchmark",
+    python_requires=">=3.10",
+    packages=find_packages(include=["unikd_det", "unikd_det.*", "classification", "classification.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore",
+        "iopath",
+        "pycocotools",
+        "opencv-python-headless",
+        "yacs",
+        "tqdm",
+        "matplotlib",
+        "tabulate",
+        "termcolor",
+        "cloudpickle",
+        "omegaconf>=2.1,<2.4",
+        "hydra-core>=1.1",
+        "Pillow",
+        "packaging",
+        "setuptools<81",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)
