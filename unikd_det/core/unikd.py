@@ -1,0 +1,173 @@
+"""The UniKD loss module: AFF + FDP + Gaussian KL feature loss + logit loss (DESIGN.md section 3).
+
+Paper mode, per batch of images or ROIs:
+
+    L_FL  = KL(N_s || N_t)                        (Eq. 6, N_t detached when detach_target)
+    L_fit = NLL(teacher_logits / tau_fit | N_t)   (keeps N_t tied to the teacher's knowledge)
+    L_L   = tau^2 * KL(p_t || p_s)                (Eq. 1) or DKD
+
+and the returned terms are alpha * L_FL, fit_weight * L_fit and beta * L_L; with k_reduction "mean" (default) L_FL
+and L_fit are divided by K. The caller adds its task loss. The teacher is constant for this loss: teacher
+features and logits are detached on entry, so no gradient can reach the teacher network even when its
+outputs were computed with autograd on. The teacher-side AFF (aff_t) and the FDP are trainable.
+
+authors_code mode reproduces the authors' public code (see UniKDOptions): a reparameterised sample per
+network, a softmax-KL between the samples, a supplementary softmax-KL tying each sample to its own network's
+logits, and DKD as the logit term.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .aff import AdaptiveFeatureFusion
+from .fdp import FeatureDistributionPredictor
+from .gaussian import gaussian_kl, gaussian_nll
+from .logit_kd import dkd_loss, kd_loss
+from .options import UniKDOptions
+
+RegionPool = Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _sample(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Reparameterised sample z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+class UniKDLoss(nn.Module):
+    """UniKD distillation terms between a student and a frozen teacher.
+
+    student_channels / teacher_channels: channel counts of the feature maps each network provides, ordered
+    finest to coarsest. num_outputs: the label dimension K (classes for images or ROIs).
+    """
+
+    def __init__(
+        self,
+        student_channels: list[int],
+        teacher_channels: list[int],
+        num_outputs: int,
+        options: UniKDOptions | None = None,
+    ) -> None:
+        super().__init__()
+        opts = options if options is not None else UniKDOptions()
+        self.options = opts
+        self.num_outputs = num_outputs
+        self.paper_mode = opts.mode == "paper"
+        self.logit_loss = opts.logit_loss if self.paper_mode else "dkd"
+        self.shared_fdp = self.paper_mode and opts.fdp_shared
+
+        gate = "complementary" if self.paper_mode else "independent"
+        self.aff_s = self._make_aff(student_channels, gate)
+        # authors_code: no teacher AFF, the FDP reads the teacher's raw finest map.
+        self.aff_t = self._make_aff(teacher_channels, gate) if self.paper_mode else None
+        teacher_width = opts.channels if self.paper_mode else teacher_channels[0]
+
+        if self.shared_fdp:
+            self.fdp = self._make_fdp(opts.channels)
+        else:
+            self.fdp_s = self._make_fdp(opts.channels)
+            self.fdp_t = self._make_fdp(teacher_width)
+
+    def _make_aff(self, channels: list[int], gate: str) -> AdaptiveFeatureFusion:
+        levels = channels if self.options.aff_enabled else channels[-1:]
+        return AdaptiveFeatureFusion(levels, self.options.channels, norm=self.options.norm, gate=gate)
+
+    def _make_fdp(self, channels: int) -> FeatureDistributionPredictor:
+        return FeatureDistributionPredictor(channels, self.num_outputs, logvar_bound=self.options.logvar_bound)
+
+    def _fdps(self) -> tuple[FeatureDistributionPredictor, FeatureDistributionPredictor]:
+        """(student FDP, teacher FDP); the same module twice when shared."""
+        if self.shared_fdp:
+            return self.fdp, self.fdp
+        return self.fdp_s, self.fdp_t
+
+    def _levels(self, feats: list[Tensor]) -> list[Tensor]:
+        """All maps for AFF, or only the last (coarsest) one for the no-AFF ablation."""
+        return list(feats) if self.options.aff_enabled else list(feats[-1:])
+
+    def fuse(self, feats_s: list[Tensor], feats_t: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Fused student and teacher maps (authors_code: the teacher's raw finest map)."""
+        feats_t = [f.detach() for f in feats_t]
+        fused_s = self.aff_s(self._levels(feats_s))
+        fused_t = self.aff_t(self._levels(feats_t)) if self.aff_t is not None else feats_t[0]
+        return fused_s, fused_t
+
+    def distribution_terms(
+        self, region_s: Tensor, region_t: Tensor, logits_s: Tensor, logits_t: Tensor
+    ) -> dict[str, Tensor]:
+        """Feature-distribution terms from pooled or ROI-aligned regions ([N, C, H, W] or [N, C]).
+
+        paper: {"loss_feat": alpha * L_FL, "loss_fit": fit_weight * L_fit} ("loss_fit" absent when
+        target_fit is "none"). authors_code: {"loss_feat", "loss_supp"}. logits_* are [N, K], one row per
+        region.
+        """
+        fdp_s, fdp_t = self._fdps()
+        mu_s, logvar_s = fdp_s(region_s)
+        mu_t, logvar_t = fdp_t(region_t)
+        logits_t = logits_t.detach()
+        if not self.paper_mode:
+            return self._sampled_terms(mu_s, logvar_s, mu_t, logvar_t, logits_s, logits_t)
+
+        opts = self.options
+        k_scale = 1.0 / self.num_outputs if opts.k_reduction == "mean" else 1.0
+        target_mu, target_logvar = (mu_t.detach(), logvar_t.detach()) if opts.detach_target else (mu_t, logvar_t)
+        terms = {"loss_feat": opts.alpha * k_scale * gaussian_kl(mu_s, logvar_s, target_mu, target_logvar)}
+        if opts.target_fit == "gaussian_nll":
+            fit = gaussian_nll(mu_t, logvar_t, logits_t / opts.fit_scale)
+            terms["loss_fit"] = opts.fit_weight * k_scale * fit
+        return terms
+
+    def _sampled_terms(
+        self, mu_s: Tensor, logvar_s: Tensor, mu_t: Tensor, logvar_t: Tensor, logits_s: Tensor, logits_t: Tensor
+    ) -> dict[str, Tensor]:
+        """authors_code: softmax-KL between the two samples plus the supplementary sample-to-logits terms.
+
+        Nothing is detached between the samples, as in the authors' code; kd_loss includes tau'^2 (1 at the
+        CIFAR setting tau' = 1).
+        """
+        opts = self.options
+        z_s, z_t = _sample(mu_s, logvar_s), _sample(mu_t, logvar_t)
+        tau = opts.sample_temperature
+        return {
+            "loss_feat": opts.alpha * kd_loss(z_s, z_t, tau),
+            "loss_supp": opts.supp_weight * (kd_loss(z_s, logits_s, tau) + kd_loss(z_t, logits_t, tau)),
+        }
+
+    def logit_terms(self, logits_s: Tensor, logits_t: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        """{"loss_logit": beta * KD or DKD}; empty when logit_loss is "none". DKD needs `target` ([N] labels)."""
+        opts = self.options
+        logits_t = logits_t.detach()
+        if self.logit_loss == "none":
+            return {}
+        if self.logit_loss == "kd":
+            return {"loss_logit": opts.beta * kd_loss(logits_s, logits_t, opts.temperature)}
+        if target is None:
+            raise ValueError("the DKD logit loss needs `target` (ground-truth class of every row)")
+        loss = dkd_loss(logits_s, logits_t, target, opts.dkd_alpha, opts.dkd_beta, opts.temperature)
+        return {"loss_logit": opts.beta * loss}
+
+    def forward(
+        self,
+        feats_s: list[Tensor],
+        feats_t: list[Tensor],
+        logits_s: Tensor,
+        logits_t: Tensor,
+        target: Tensor | None = None,
+        region_pool: RegionPool | None = None,
+    ) -> dict[str, Tensor]:
+        """All UniKD terms, each a weighted scalar; the caller adds them to its task loss.
+
+        region_pool maps a fused map to regions (e.g. ROIAlign for detection); by default the fused map is
+        passed on whole and the FDP pools it globally.
+        """
+        pool = region_pool if region_pool is not None else _identity
+        fused_s, fused_t = self.fuse(feats_s, feats_t)
+        terms = self.distribution_terms(pool(fused_s), pool(fused_t), logits_s, logits_t)
+        terms.update(self.logit_terms(logits_s, logits_t, target))
+        return terms
