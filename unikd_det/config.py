@@ -1,0 +1,74 @@
+"""The `cfg.DISTILL` node: everything the distillation wrapper adds to a stock Detectron2 config.
+
+Student settings stay in the stock `MODEL.*`, `INPUT.*` and `SOLVER.*` keys. Each loss term is an
+independent sub-node with an `ENABLED` switch, so terms combine freely (ROI KD + UniKD, ...).
+"""
+from detectron2.config import CfgNode as CN
+
+ROI_LOSSES = ("kl", "dkd")
+ROI_BACKGROUND_MODES = ("all", "fg")
+UNIKD_LOGIT_LOSSES = ("kl", "dkd", "none")
+
+
+def add_distill_config(cfg: CN) -> None:
+    """Add the `DISTILL` node (DESIGN section 5) with its defaults to `cfg`, in place."""
+    _C = cfg
+    _C.DISTILL = CN()
+    # Architecture the wrapped student is built with (any GeneralizedRCNN subclass).
+    _C.DISTILL.STUDENT_META_ARCHITECTURE = "GeneralizedRCNN"
+    # Linear ramp of every distillation loss weight over the first WARMUP_ITERS iterations.
+    _C.DISTILL.WARMUP_ITERS = 0
+
+    _C.DISTILL.TEACHER = CN()
+    # A Detectron2 config file (absolute, relative to the working directory or to the repository)
+    # or a model-zoo name such as "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml".
+    _C.DISTILL.TEACHER.CONFIG = ""
+    # Trained teacher weights: a local file or a URL (detectron2://, https://). Required.
+    _C.DISTILL.TEACHER.WEIGHTS = ""
+    # "KEY VALUE" overrides applied to the teacher config after CONFIG is merged.
+    _C.DISTILL.TEACHER.OPTS = []
+
+    # KD on the ROI-head classification logits of the student's sampled proposals.
+    _C.DISTILL.ROI = CN()
+    _C.DISTILL.ROI.ENABLED = False
+    _C.DISTILL.ROI.LOSS = "kl"  # one of ROI_LOSSES
+    _C.DISTILL.ROI.WEIGHT = 1.0
+    _C.DISTILL.ROI.TEMPERATURE = 1.0
+    # "all": background ROIs are distilled like any class (background = index NUM_CLASSES);
+    # "fg": only ROIs matched to a ground-truth object.
+    _C.DISTILL.ROI.BG_MODE = "all"
+    _C.DISTILL.ROI.DKD_ALPHA = 1.0
+    _C.DISTILL.ROI.DKD_BETA = 0.25
+
+    # UniKD: AFF over FPN levels of each network, a shared FDP on ROI-pooled fused maps.
+    _C.DISTILL.UNIKD = CN()
+    _C.DISTILL.UNIKD.ENABLED = False
+    _C.DISTILL.UNIKD.MODE = "paper"  # "paper" | "authors_code"
+    _C.DISTILL.UNIKD.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # finest to coarsest
+    _C.DISTILL.UNIKD.ALPHA = 1.0  # weight of the feature-distribution KL, L_FL
+    _C.DISTILL.UNIKD.BETA = 1.0  # weight of the logit term on ROI logits
+    _C.DISTILL.UNIKD.LOGIT_LOSS = "kl"  # one of UNIKD_LOGIT_LOSSES
+    # Temperature of the logit term (1, as every public Detectron2 ROI-KD config: at 4 the tau^2-scaled
+    # term made from-scratch demo students diverge within 25 iterations).
+    _C.DISTILL.UNIKD.TEMPERATURE = 1.0
+    # The teacher-fit target is the teacher ROI logits divided by FIT_TEMPERATURE (DESIGN section 3:
+    # raw ROI logits as the target diverged; logits / 4 trained stably).
+    _C.DISTILL.UNIKD.FIT_TEMPERATURE = 4.0
+    _C.DISTILL.UNIKD.DKD_ALPHA = 1.0
+    _C.DISTILL.UNIKD.DKD_BETA = 0.25
+    _C.DISTILL.UNIKD.TARGET_FIT = "gaussian_nll"  # "gaussian_nll" | "none"
+    _C.DISTILL.UNIKD.FIT_WEIGHT = 1.0
+    _C.DISTILL.UNIKD.DETACH_TARGET = True
+    _C.DISTILL.UNIKD.FDP_SHARED = True
+    # Smooth bound s of the predicted log-variance, s * tanh(x / s).
+    _C.DISTILL.UNIKD.LOGVAR_BOUND = 2.0
+    # "mean": L_FL and L_fit are averaged over the K = NUM_CLASSES + 1 outputs; "sum": summed.
+    _C.DISTILL.UNIKD.K_REDUCTION = "mean"
+    # ROIAlign output size on the fused map before the FDP's global average pool.
+    _C.DISTILL.UNIKD.POOLER_RESOLUTION = 4
+    # authors_code mode only: softmax-KL temperature between the two samples, supplementary weight.
+    _C.DISTILL.UNIKD.SAMPLE_TEMPERATURE = 1.0
+    _C.DISTILL.UNIKD.SUPP_WEIGHT = 0.1
+    _C.DISTILL.UNIKD.AFF = CN()
+    _C.DISTILL.UNIKD.AFF.ENABLED = True
+    _C.DISTILL.UNIKD.AFF.CHANNELS = 32

@@ -1,0 +1,59 @@
+"""What every distillation loss term sees, and the registry that builds the enabled ones.
+
+A term is an `nn.Module` (it may own trainable adapters) registered in `DISTILL_TERM_REGISTRY`
+with a `CONFIG_NODE` naming its `cfg.DISTILL.<NODE>` sub-node. Adding a method is one module with
+one registered class plus one config sub-node that has an `ENABLED` key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
+from detectron2.structures import Boxes
+from fvcore.common.registry import Registry
+from torch import nn
+
+DISTILL_TERM_REGISTRY = Registry("DISTILL_TERM")
+DISTILL_TERM_REGISTRY.__doc__ = "Distillation loss terms; each is built from cfg.DISTILL.<CONFIG_NODE>."
+
+
+@dataclass
+class DistillContext:
+    """One training iteration's tensors, shared by all terms.
+
+    Logits are [R, K+1] over the R sampled proposals of the batch (background = index K);
+    `gt_classes` [R] are their sampling labels; `boxes` hold those proposals per image.
+    """
+
+    student_features: dict[str, torch.Tensor]
+    teacher_features: dict[str, torch.Tensor]
+    boxes: list[Boxes]
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor
+    gt_classes: torch.Tensor
+    image_shape: tuple[int, int]
+
+
+class DistillTerm(nn.Module):
+    """Base class of a loss term: `forward(ctx)` returns named, weighted scalar losses."""
+
+    CONFIG_NODE: str = ""
+
+    def forward(self, ctx: DistillContext) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def enabled_term_classes(cfg: CfgNode) -> list[type[DistillTerm]]:
+    """The registered term classes whose `cfg.DISTILL.<CONFIG_NODE>.ENABLED` is true."""
+    return [cls for _, cls in sorted(DISTILL_TERM_REGISTRY) if cfg.DISTILL[cls.CONFIG_NODE].ENABLED]
+
+
+def build_distill_terms(
+    cfg: CfgNode, student_shapes: dict[str, ShapeSpec], teacher_shapes: dict[str, ShapeSpec]
+) -> nn.ModuleDict:
+    """Instantiate every enabled term (validating its options now, before training starts)."""
+    return nn.ModuleDict(
+        {cls.CONFIG_NODE.lower(): cls(cfg, student_shapes, teacher_shapes) for cls in enabled_term_classes(cfg)}
+    )
