@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
@@ -32,7 +33,7 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     if BUILTIN_DATASETS & set(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
-        register_fashion_mosaic()
+        register_fashion_mosaic(REPO / "datasets" / "fashion_mosaic")
     return cfg
 
 
