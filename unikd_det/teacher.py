@@ -131,9 +131,6 @@ class FrozenTeacher:
         self.model.to(device)
         return self
 
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return self.model.backbone.output_shape()
-
     def preprocess(self, batched_inputs: list[dict], student_format: str, like: ImageList) -> ImageList:
         """Teacher input: the raw image converted to the teacher's format first, then normalised with
         the teacher's mean/std, padded exactly like the student's batch so FPN levels align."""
