@@ -19,7 +19,12 @@ if [[ ! -x "$PY" ]]; then
   log "creating $VENV"
   python3 -m venv "$VENV"
 fi
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+# pip's status survives the filter (pipefail); the filter drops this machine's noise about
+# configured index locations that do not exist.
+pip_install() {
+  "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 if ! "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.startswith('$TORCH_VERSION') and torchvision.__version__.startswith('$TORCHVISION_VERSION')))" 2>/dev/null; then
   log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION (about a minute from the local wheel cache)"
