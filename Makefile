@@ -17,4 +17,4 @@ test-all: setup
 	cd $(REPO) && $(PY) -m pytest tests -q --run-slow
 
 bench: setup
-	cd $(REPO) && $(PY) tools/benchmark_det.py
+	cd $(REPO) && $(PY) tools/benchmark_det.py --aff-channels 16 32 64
