@@ -31,20 +31,22 @@ if ! "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.s
   pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
+if ! "$PY" -c "import unikd_det, classification, pytest, pycocotools, fvcore, iopath, omegaconf, hydra, pkg_resources" 2>/dev/null \
+   || [[ "$REPO/setup.py" -nt "$VENV/.unikd-installed" ]]; then
+  log "installing the project (editable) and its dependencies"
+  pip_install -e "$REPO[test]"
+  touch "$VENV/.unikd-installed"
+fi
+
 if ! "$PY" -c "import detectron2.modeling" 2>/dev/null; then
+  # Installed after the project: pip's resolver would otherwise flag this wheel's metadata
+  # (black, tensorboard, numpy<2), which the sources do not need at run time.
   # No usable detectron2 wheel exists for Python 3.11 on PyPI; the pure-Python sources of
   # sal-detectron2 run on 3.11 when installed in target mode (see ../shared/notes/ENVIRONMENT.md).
   log "installing detectron2 ($DETECTRON2_WHEEL, pure-Python sources) into the venv"
   PURELIB="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   pip_install --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
     --target "$PURELIB" --upgrade "$DETECTRON2_WHEEL"
-fi
-
-if ! "$PY" -c "import unikd_det, classification, pytest, pycocotools, fvcore, iopath, omegaconf, hydra, pkg_resources" 2>/dev/null \
-   || [[ "$REPO/setup.py" -nt "$VENV/.unikd-installed" ]]; then
-  log "installing the project (editable) and its dependencies"
-  pip_install -e "$REPO[test]"
-  touch "$VENV/.unikd-installed"
 fi
 
 fashion_present() { [[ -f "$1/train-images-idx3-ubyte.gz" && -f "$1/t10k-labels-idx1-ubyte.gz" ]]; }
