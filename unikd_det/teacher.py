@@ -74,9 +74,7 @@ def validate_teacher_config(cfg: CfgNode, teacher_cfg: CfgNode) -> None:
             f"teacher ({cfg.DISTILL.TEACHER.CONFIG}) = {teacher_classes}; the teacher must be "
             "trained on the student's label space"
         )
-    formats = {cfg.INPUT.FORMAT, teacher_cfg.INPUT.FORMAT}
-    if len(formats) > 1 and not formats <= RGB_BGR:
-        raise ValueError(f"cannot convert student INPUT.FORMAT to the teacher's: {sorted(formats)}")
+    check_convertible(cfg.INPUT.FORMAT, teacher_cfg.INPUT.FORMAT)
 
 
 def teacher_output_shapes(teacher_cfg: CfgNode) -> dict[str, ShapeSpec]:
@@ -93,13 +91,16 @@ def check_weights_file(weights: str) -> None:
         raise FileNotFoundError(f"teacher weights file not found: {weights!r} (DISTILL.TEACHER.WEIGHTS)")
 
 
+def check_convertible(source: str, target: str) -> None:
+    """Raise unless images in `source` format can be converted to `target` (equal, or RGB <-> BGR)."""
+    if source != target and not {source, target} <= RGB_BGR:
+        raise ValueError(f"cannot convert image format {source} (student INPUT.FORMAT) to {target} (teacher's)")
+
+
 def convert_format(image: torch.Tensor, source: str, target: str) -> torch.Tensor:
     """Convert a CHW image between RGB and BGR channel orders (identity for equal formats)."""
-    if source == target:
-        return image
-    if {source, target} <= RGB_BGR:
-        return image.flip(0)
-    raise ValueError(f"cannot convert image format {source} to {target}")
+    check_convertible(source, target)
+    return image if source == target else image.flip(0)
 
 
 class FrozenTeacher:
