@@ -85,13 +85,11 @@ def main(argv: list[str] | None = None) -> list[list]:
     register_fashion_mosaic(args.data_dir)
 
     teacher_weights = output / "teacher" / "model_final.pth"
-    teacher_cfg = get_cfg()
-    teacher_cfg.merge_from_file(str(REPO / args.teacher_config))
-    depth = teacher_cfg.MODEL.RESNETS.DEPTH
-    stages = ((f"Teacher R{depth}-FPN", "teacher", args.teacher_config),) + STUDENT_STAGES
+    stages = ((None, "teacher", args.teacher_config),) + STUDENT_STAGES
     rows, start = [], time.perf_counter()
     for index, (title, name, config_file) in enumerate(stages, 1):
         cfg = stage_config(config_file, output / name, args.teacher_config, teacher_weights)
+        title = title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN"
         logger.info("[%d/%d] %s: %d iterations (%s)", index, len(stages), title, cfg.SOLVER.MAX_ITER, config_file)
         results = train_and_evaluate(cfg)
         rows.append([title, cfg.SOLVER.MAX_ITER] + [round(results[m], 2) for m in METRICS])
