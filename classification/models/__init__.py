@@ -1,0 +1,19 @@
+"""Classification model zoo: CIFAR and ImageNet networks behind one registry.
+
+Importing this package imports every model module, which registers its models; build one with
+`build_model(name, num_classes, family)`. Every model returns a `ModelOutput` (see registry.py) and
+exposes `stage_channels` and `pooled_channels`. Only torch is needed.
+"""
+from . import (  # noqa: F401  (imported for their registrations)
+    cifar_mobilenetv2,
+    cifar_resnet,
+    cifar_resnet_v2,
+    cifar_shufflenet,
+    cifar_vgg,
+    cifar_wrn,
+    imagenet_mobilenet,
+    imagenet_resnet,
+)
+from .registry import FAMILIES, ModelOutput, available_models, build_model, register_model
+
+__all__ = ["FAMILIES", "ModelOutput", "available_models", "build_model", "register_model"]

@@ -1,0 +1,69 @@
+"""Model registry of the classification zoo and the output contract every model follows.
+
+Models live in two families: ``cifar`` (32x32 inputs) and ``imagenet`` (224x224 inputs). A name is unique
+within its family (``ResNet50`` exists in both), so a config names the architecture and the dataset picks
+the family.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from torch import Tensor, nn
+
+FAMILIES = ("cifar", "imagenet")
+
+ModelFactory = Callable[[int], nn.Module]
+_REGISTRY: dict[str, dict[str, ModelFactory]] = {family: {} for family in FAMILIES}
+
+
+class ModelOutput(NamedTuple):
+    """What every zoo model's forward returns.
+
+    logits: [B, num_classes].
+    feats: stem output followed by every stage's output, finest to coarsest, after the activation.
+    pooled: [B, D], the globally pooled vector the classifier reads.
+    preact_feats: the same maps taken before each stage's last activation, or None where the
+        architecture has no such tensor (MobileNetV2's linear bottlenecks, for example).
+    """
+
+    logits: Tensor
+    feats: list[Tensor]
+    pooled: Tensor
+    preact_feats: list[Tensor] | None
+
+
+def register_model(family: str, name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register `factory(num_classes) -> nn.Module` as `name` in `family`."""
+    if family not in _REGISTRY:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+
+    def decorate(factory: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY[family]:
+            raise KeyError(f"model {name!r} is already registered in family {family!r}")
+        _REGISTRY[family][name] = factory
+        return factory
+
+    return decorate
+
+
+def available_models(family: str) -> list[str]:
+    """Sorted names registered in `family`."""
+    if family not in _REGISTRY:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    return sorted(_REGISTRY[family])
+
+
+def build_model(name: str, num_classes: int, family: str = "cifar") -> nn.Module:
+    """Build the registered model `name` of `family` with a `num_classes`-way classifier.
+
+    The returned module's forward gives a ModelOutput; it has `stage_channels` (channels of each entry of
+    `feats`) and `pooled_channels` (width of `pooled`).
+    """
+    models = _REGISTRY.get(family)
+    if models is None:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    if name not in models:
+        raise KeyError(f"unknown {family} model {name!r}; available: {', '.join(sorted(models))}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return models[name](num_classes)
