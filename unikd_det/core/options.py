@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .checks import check_choice
 from .aff import NORMS
@@ -72,6 +73,33 @@ class UniKDOptions:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.fit_temperature is not None and self.fit_temperature <= 0:
             raise ValueError(f"fit_temperature must be > 0, got {self.fit_temperature}")
+
+    @classmethod
+    def from_node(cls, node: Any, **overrides: Any) -> "UniKDOptions":
+        """Options from a config node that uses the UNIKD key names (Detectron2's DISTILL.UNIKD, the
+        classification package's UNIKD); `overrides` replace single fields after the node is read."""
+        fields = dict(
+            mode=node.MODE,
+            channels=node.AFF.CHANNELS,
+            alpha=node.ALPHA,
+            beta=node.BETA,
+            temperature=node.TEMPERATURE,
+            fit_temperature=node.FIT_TEMPERATURE,
+            logit_loss=node.LOGIT_LOSS,
+            dkd_alpha=node.DKD_ALPHA,
+            dkd_beta=node.DKD_BETA,
+            target_fit=node.TARGET_FIT,
+            fit_weight=node.FIT_WEIGHT,
+            detach_target=node.DETACH_TARGET,
+            fdp_shared=node.FDP_SHARED,
+            aff_enabled=node.AFF.ENABLED,
+            logvar_bound=node.LOGVAR_BOUND,
+            k_reduction=node.K_REDUCTION,
+            sample_temperature=node.SAMPLE_TEMPERATURE,
+            supp_weight=node.SUPP_WEIGHT,
+        )
+        fields.update(overrides)
+        return cls(**fields)
 
     @property
     def fit_scale(self) -> float:

@@ -35,26 +35,10 @@ def check_in_features(in_features: list[str], shapes: dict[str, ShapeSpec], netw
 def unikd_options(cfg: CfgNode) -> UniKDOptions:
     """Translate `cfg.DISTILL.UNIKD` into the loss core's options."""
     node = cfg.DISTILL.UNIKD
-    return UniKDOptions(
-        mode=node.MODE,
-        channels=node.AFF.CHANNELS,
-        alpha=node.ALPHA,
-        beta=node.BETA,
-        temperature=node.TEMPERATURE,
-        fit_temperature=node.FIT_TEMPERATURE,
+    return UniKDOptions.from_node(
+        node,
         logit_loss=CORE_LOGIT_LOSS[check_choice("DISTILL.UNIKD.LOGIT_LOSS", node.LOGIT_LOSS, UNIKD_LOGIT_LOSSES)],
-        dkd_alpha=node.DKD_ALPHA,
-        dkd_beta=node.DKD_BETA,
-        target_fit=node.TARGET_FIT,
-        fit_weight=node.FIT_WEIGHT,
-        detach_target=node.DETACH_TARGET,
-        fdp_shared=node.FDP_SHARED,
-        aff_enabled=node.AFF.ENABLED,
-        logvar_bound=node.LOGVAR_BOUND,
-        k_reduction=node.K_REDUCTION,
         norm="gn",  # per-GPU detection batches are 1-8 images: batch-independent normalisation
-        sample_temperature=node.SAMPLE_TEMPERATURE,
-        supp_weight=node.SUPP_WEIGHT,
     )
 
 
