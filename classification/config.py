@@ -1,0 +1,145 @@
+"""Experiment configuration: yacs defaults in Detectron2's style, merged with a YAML file and KEY VALUE pairs.
+
+Every distiller owns its own sub-node (``KD``, ``DKD``, ``UNIKD``, ``SLKD``, ...): the defaults come from the
+distiller's class, so adding a method never touches this file.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from .distillers import registered_distillers
+
+
+def _base_defaults() -> CN:
+    cfg = CN()
+    cfg.MODEL = CN()
+    cfg.MODEL.STUDENT = "resnet8x4"
+    # Teacher architecture and checkpoint (a file written by `train` with DISTILLER.NAME vanilla, or a plain
+    # state dict). Unused by the vanilla distiller.
+    cfg.MODEL.TEACHER = ""
+    cfg.MODEL.TEACHER_CHECKPOINT = ""
+
+    cfg.DATASET = CN()
+    cfg.DATASET.NAME = "cifar100"  # cifar100 | imagenet | fashion_mnist | synthetic
+    cfg.DATASET.ROOT = "datasets"
+    # Train on a class-balanced random subset of this many images (0: the whole training split).
+    cfg.DATASET.TRAIN_SUBSET = 0
+    cfg.DATASET.SUBSET_SEED = 0
+    cfg.DATASET.NUM_WORKERS = 4  # ImageNet loader workers; the in-memory sets need none
+    cfg.DATASET.SYNTHETIC = CN()
+    cfg.DATASET.SYNTHETIC.NUM_CLASSES = 10
+    cfg.DATASET.SYNTHETIC.NUM_TRAIN = 256
+    cfg.DATASET.SYNTHETIC.NUM_TEST = 64
+    cfg.DATASET.SYNTHETIC.IMAGE_SIZE = 32
+
+    cfg.SOLVER = CN()
+    cfg.SOLVER.EPOCHS = 240
+    cfg.SOLVER.BATCH_SIZE = 64
+    cfg.SOLVER.TEST_BATCH_SIZE = 256
+    cfg.SOLVER.LR = 0.05
+    cfg.SOLVER.MOMENTUM = 0.9
+    cfg.SOLVER.WEIGHT_DECAY = 5e-4
+    cfg.SOLVER.NESTEROV = False
+    cfg.SOLVER.MILESTONES = [150, 180, 210]
+    cfg.SOLVER.GAMMA = 0.1
+
+    cfg.DISTILLER = CN()
+    cfg.DISTILLER.NAME = "vanilla"
+
+    cfg.TRAIN = CN()
+    cfg.TRAIN.SEED = 0
+    # Deterministic algorithms (and no cudnn autotuning): bit-identical resumes at some speed cost.
+    cfg.TRAIN.DETERMINISTIC = False
+    cfg.TRAIN.DEVICE = "auto"  # auto | cpu | cuda | cuda:N
+    cfg.TRAIN.AMP = True  # only on CUDA; bfloat16 when supported, else float16 with a grad scaler
+    cfg.TRAIN.CHANNELS_LAST = True  # only on CUDA
+    cfg.TRAIN.TENSORBOARD = True  # when the tensorboard package is installed
+    cfg.TRAIN.PROGRESS = True  # tqdm progress bar per epoch
+    cfg.TRAIN.EVAL_PERIOD = 1  # epochs between test evaluations (the last epoch is always evaluated)
+    cfg.OUTPUT_DIR = "output/classification"
+    return cfg
+
+
+def get_cfg() -> CN:
+    """A fresh copy of every default, including each registered distiller's node."""
+    cfg = _base_defaults()
+    for name, distiller in registered_distillers().items():
+        node = distiller.CONFIG_NODE
+        if node is not None and node not in cfg:
+            cfg[node] = distiller.default_config()
+    return cfg
+
+
+def _ints_as_floats(defaults: CN, content: dict) -> dict:
+    """Turn integers given for float keys into floats (yacs would reject `WARMUP_EPOCHS: 20`)."""
+    out = {}
+    for key, value in content.items():
+        default = defaults.get(key) if isinstance(defaults, CN) else None
+        if isinstance(value, dict) and isinstance(default, CN):
+            value = _ints_as_floats(default, value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def _literal(text: str) -> Any:
+    """A Python literal when `text` is one (3, 0.1, 1e-4, [1, 2], False), else the text itself, as yacs does."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _opts_as_dict(opts: list[str]) -> dict:
+    """[KEY, VALUE, ...] -> nested dict with the values parsed as Python literals."""
+    tree: dict = {}
+    for key, value in zip(opts[0::2], opts[1::2]):
+        *parents, leaf = str(key).split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _literal(value) if isinstance(value, str) else value
+    return tree
+
+
+def _merge_file(cfg: CN, path: Path, chain: tuple[Path, ...] = ()) -> None:
+    """Merge a YAML file into cfg, after its `_BASE_` file (a path relative to it) when it names one."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in chain:
+        raise ValueError(f"config files include each other in a cycle: {' -> '.join(map(str, chain + (path,)))}")
+    with open(path, encoding="utf-8") as f:
+        content = yaml.safe_load(f) or {}
+    base = content.pop("_BASE_", None)
+    if base:
+        _merge_file(cfg, path.parent / base, chain + (path.resolve(),))
+    try:
+        cfg.merge_from_other_cfg(CN(_ints_as_floats(cfg, content)))
+    except KeyError as err:
+        raise KeyError(f"{path}: {err}") from None
+
+
+def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:
+    """Defaults merged with `config_file` (if given) and then with `opts` ([KEY, VALUE, ...]); frozen.
+
+    A config file may name a `_BASE_` file, merged first, as in Detectron2. An unknown key raises KeyError
+    naming it; a missing file raises FileNotFoundError.
+    """
+    cfg = get_cfg()
+    if config_file:
+        _merge_file(cfg, Path(config_file))
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {opts}")
+        try:
+            cfg.merge_from_other_cfg(CN(_ints_as_floats(cfg, _opts_as_dict(list(opts)))))
+        except KeyError as err:
+            raise KeyError(f"unknown config key in overrides: {err}") from None
+    cfg.freeze()
+    return cfg

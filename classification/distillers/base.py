@@ -1,0 +1,182 @@
+"""Distiller base class and registry.
+
+A distiller is an nn.Module that holds the student, the frozen teacher (when it needs one) and its own
+trainable modules, and turns a batch into named losses. Adding a method is one new module that defines a
+subclass decorated with `register_distiller` plus its import in `distillers/__init__.py`; the class carries
+its config defaults (`CONFIG_NODE`, `default_config`), so no other file changes.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from yacs.config import CfgNode
+
+from ..models import ModelOutput
+
+if TYPE_CHECKING:
+    from ..engine.optim import OptimizerSet
+
+_REGISTRY: dict[str, type["Distiller"]] = {}
+
+
+def register_distiller(name: str) -> Callable[[type["Distiller"]], type["Distiller"]]:
+    """Class decorator: make a Distiller subclass available as DISTILLER.NAME `name`."""
+
+    def decorate(cls: type[Distiller]) -> type[Distiller]:
+        if name in _REGISTRY:
+            raise KeyError(f"distiller {name!r} is already registered")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def registered_distillers() -> dict[str, type["Distiller"]]:
+    return dict(_REGISTRY)
+
+
+def get_distiller_class(name: str) -> type["Distiller"]:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown distiller {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put a network in eval mode with no trainable parameters (a fixed teacher)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def linear_warmup(progress: float, warmup_epochs: float) -> float:
+    """KD weight ramp: progress (fractional epochs done) / warmup_epochs, capped at 1 (1 when no warm-up)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(progress / warmup_epochs, 1.0)
+
+
+class Distiller(nn.Module):
+    """Student (+ frozen teacher) training logic.
+
+    Subclasses implement `compute_losses`; those with extra networks or update phases override
+    `optimizer_param_groups` and `train_step`. The teacher is a registered submodule (so `.to()` moves it)
+    but it never trains, is never in an optimizer and is left out of checkpoints.
+    """
+
+    CONFIG_NODE: str | None = None
+    NEEDS_TEACHER = True
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: CfgNode, num_classes: int) -> None:
+        super().__init__()
+        if self.NEEDS_TEACHER and teacher is None:
+            raise ValueError(f"{type(self).__name__} needs a teacher: set MODEL.TEACHER and MODEL.TEACHER_CHECKPOINT")
+        self.student = student
+        self.teacher = freeze(teacher) if teacher is not None and self.NEEDS_TEACHER else None
+        self.cfg = cfg
+        self.num_classes = num_classes
+
+    @classmethod
+    def default_config(cls) -> CfgNode:
+        """Defaults of this distiller's config node (CONFIG_NODE)."""
+        return CfgNode()
+
+    @classmethod
+    def from_config(
+        cls, cfg: CfgNode, student: nn.Module, teacher: nn.Module | None, num_classes: int, family: str
+    ) -> "Distiller":
+        """Build from the experiment config; `family` is the model family of the data ("cifar"/"imagenet")."""
+        return cls(student, teacher, cfg, num_classes)
+
+    @property
+    def node(self) -> CfgNode:
+        return self.cfg[self.CONFIG_NODE]
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Student logits (what evaluation and export use)."""
+        return self.student(images).logits
+
+    def teacher_outputs(self, images: Tensor) -> ModelOutput:
+        """The frozen teacher's outputs, computed without autograd."""
+        with torch.no_grad():
+            return self.teacher(images)
+
+    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """(student logits, {loss name: weighted scalar}); the training loss is the sum of the values.
+
+        progress: fractional epochs done so far, for KD warm-ups.
+        """
+        raise NotImplementedError
+
+    def optimizer_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer: by default one "student" optimizer over everything trainable."""
+        return {"student": [p for p in self.parameters() if p.requires_grad]}
+
+    def train_step(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        progress: float,
+        optimizers: "OptimizerSet",
+        autocast: Callable[[], torch.autocast],
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One update: losses under autocast, one backward pass, every optimizer steps. Returns detached values."""
+        with autocast():
+            logits, losses = self.compute_losses(images, targets, progress)
+        optimizers.step(sum(losses.values()))
+        return detached(logits, losses)
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """state_dict without the teacher (it is loaded from its own checkpoint)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise KeyError(
+                f"checkpoint does not fit this distiller: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        self.load_state_dict(state, strict=False)
+
+
+class LogitDistiller(Distiller):
+    """Methods whose one KD term compares student and teacher logits.
+
+    L = CE_WEIGHT * CE + ramp * kd_term, with the ramp linear over WARMUP_EPOCHS; the node needs both keys.
+    """
+
+    LOSS_NAME = "loss_kd"
+
+    def kd_term(self, logits: Tensor, logits_t: Tensor, targets: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+        node = self.node
+        logits_t = self.teacher_outputs(images).logits
+        logits = self.student(images).logits
+        ramp = linear_warmup(progress, node.WARMUP_EPOCHS)
+        return logits, {
+            "loss_ce": node.CE_WEIGHT * cross_entropy(logits, targets),
+            self.LOSS_NAME: ramp * self.kd_term(logits, logits_t, targets),
+        }
+
+
+def detached(logits: Tensor, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """What train_step returns: values for logging, cut from the graph."""
+    return logits.detach(), {k: v.detach() for k, v in losses.items()}
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Task loss in float32 (autocast may hand over half-precision logits)."""
+    return F.cross_entropy(logits.float(), targets)
