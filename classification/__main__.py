@@ -1,0 +1,78 @@
+"""Command line: `python -m classification {train,eval,bench} ...`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .config import load_cfg
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .engine import Trainer
+
+    cfg = load_cfg(args.config, args.opts)
+    summary = Trainer(cfg, resume=args.resume).train()
+    print(json.dumps(summary, indent=2))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .engine.evaluate import evaluate_checkpoint
+
+    cfg = load_cfg(args.config, args.opts)
+    result = evaluate_checkpoint(cfg, args.checkpoint)
+    print(json.dumps(result, indent=2))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import run_grid, run_speed
+
+    if args.speed:
+        run_speed(args)
+    else:
+        if not args.grid:
+            raise SystemExit("bench needs --grid FILE or --speed")
+        run_grid(args.grid, output_dir=args.output_dir, dry_run=args.dry_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m classification", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one run (teacher, baseline or distilled student)")
+    train.add_argument("--config", required=True, help="YAML config file")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
+    train.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("eval", help="top-1/top-5 of a checkpoint's network on the config's test split")
+    evaluate.add_argument("--config", required=True)
+    evaluate.add_argument("--checkpoint", required=True, help="a run's last.pth / best_student.pth or a state dict")
+    evaluate.add_argument("opts", nargs=argparse.REMAINDER)
+    evaluate.set_defaults(func=_eval)
+
+    bench = sub.add_parser("bench", help="run a grid of pairs x methods x seeds, or the speed benchmark")
+    bench.add_argument("--grid", help="bench grid YAML (see classification/configs/bench/)")
+    bench.add_argument("--output-dir", help="override the grid's output folder")
+    bench.add_argument("--dry-run", action="store_true", help="print the runs without training")
+    bench.add_argument("--speed", action="store_true", help="time the distillers' training steps")
+    bench.add_argument("--student", default="resnet8x4")
+    bench.add_argument("--teacher", default="resnet32x4")
+    bench.add_argument("--methods", nargs="+", default=["kd", "dkd", "unikd", "slkd"])
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median step is reported")
+    bench.add_argument("--device", default="auto")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,89 @@
+"""Checkpoint files: atomic writes, RNG state capture, and loading weights with errors that name the file."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "unikd-classification"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The network weights in a checkpoint: ours (the student of a run), {"model": sd}, or a plain state dict."""
+    if checkpoint.get("format") == FORMAT:
+        prefix = "student."
+        return {k[len(prefix) :]: v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
+    if isinstance(checkpoint.get("model"), dict):
+        return checkpoint["model"]
+    if isinstance(checkpoint.get("state_dict"), dict):
+        return checkpoint["state_dict"]
+    return checkpoint
+
+
+def load_network(model: nn.Module, path: str | Path, arch: str, num_classes: int) -> nn.Module:
+    """Load `path` into `model` (an `arch` with `num_classes` outputs), or fail naming the file and the mismatch."""
+    checkpoint = read_checkpoint(path)
+    if checkpoint.get("format") == FORMAT:
+        saved = (checkpoint["arch"], checkpoint["num_classes"])
+        if saved != (arch, num_classes):
+            raise ValueError(
+                f"{path} holds a {saved[0]} with {saved[1]} classes, but {arch} with {num_classes} classes "
+                "was expected"
+            )
+    try:
+        model.load_state_dict(network_state(checkpoint))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path} does not hold a {arch} with {num_classes} classes: {str(err).splitlines()[0]}"
+        ) from None
+    return model

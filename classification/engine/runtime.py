@@ -1,0 +1,44 @@
+"""Device, seeding and mixed-precision choices of a run."""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from yacs.config import CfgNode
+
+
+def resolve_device(name: str) -> torch.device:
+    """TRAIN.DEVICE: "auto" picks CUDA when available; a named CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"TRAIN.DEVICE is {name!r} but CUDA is not available; use auto or cpu")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; in deterministic mode also force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def autocast_factory(cfg: CfgNode, device: torch.device) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
+    """(context factory for the forward passes, whether float16 gradients need a GradScaler).
+
+    AMP applies on CUDA only: bfloat16 where the GPU supports it (no loss scaling needed), else float16.
+    """
+    if device.type != "cuda" or not cfg.TRAIN.AMP:
+        return contextlib.nullcontext, False
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
+
+
+def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
+    return device.type == "cuda" and cfg.TRAIN.CHANNELS_LAST

@@ -1,0 +1,241 @@
+"""Training and evaluation of one classification run (student, frozen teacher, distiller).
+
+Per epoch: train with the distiller's update rule, step every LR schedule, evaluate the student on the test
+split, write `last.pth` (everything needed to resume) atomically and rewrite `metrics.csv`; the best epoch's
+student weights go to `best_student.pth`; after the last epoch `summary.json` records best and last
+top-1/top-5. `--resume` continues from `last.pth` with every network, optimizer, schedule, RNG state and the
+best accuracy restored, so the run ends with the numbers an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from ..data import DataBundle, build_data
+from ..distillers import Distiller, get_distiller_class
+from ..models import build_model
+from .checkpoint import FORMAT, atomic_save, atomic_write_text, load_network, read_checkpoint, rng_state, set_rng_state
+from .metrics import AccuracyMeter, write_metrics_csv
+from .optim import build_optimizers
+from .runtime import autocast_factory, resolve_device, seed_everything, use_channels_last
+
+logger = logging.getLogger("classification")
+
+LAST = "last.pth"
+BEST = "best_student.pth"
+SUMMARY = "summary.json"
+
+
+def build_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | None:
+    """The teacher of MODEL.TEACHER loaded from MODEL.TEACHER_CHECKPOINT, or None for the vanilla distiller."""
+    if not get_distiller_class(cfg.DISTILLER.NAME).NEEDS_TEACHER:
+        return None
+    if not cfg.MODEL.TEACHER or not cfg.MODEL.TEACHER_CHECKPOINT:
+        raise ValueError(
+            f"distiller {cfg.DISTILLER.NAME!r} needs MODEL.TEACHER (an architecture) and MODEL.TEACHER_CHECKPOINT "
+            "(a file written by `train` with DISTILLER.NAME vanilla, or a state dict)"
+        )
+    teacher = build_model(cfg.MODEL.TEACHER, num_classes, family)
+    return load_network(teacher, cfg.MODEL.TEACHER_CHECKPOINT, cfg.MODEL.TEACHER, num_classes)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, channels_last: bool, autocast: Any) -> dict[str, float]:
+    """Top-1/top-5 (percent) of `model` (returns logits or a ModelOutput) over `loader`, in eval mode."""
+    was_training = model.training
+    model.eval()
+    meter = AccuracyMeter()
+    for images, targets in loader:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(images)
+        meter.update(out if isinstance(out, Tensor) else out.logits, targets)
+    model.train(was_training)
+    return meter.result()
+
+
+class Trainer:
+    """One run of cfg: build everything, then `train()`; `resume=True` continues from OUTPUT_DIR/last.pth."""
+
+    def __init__(self, cfg: CfgNode, resume: bool = False, data: DataBundle | None = None) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        self.device = resolve_device(cfg.TRAIN.DEVICE)
+        seed_everything(cfg.TRAIN.SEED, cfg.TRAIN.DETERMINISTIC)
+        self.data = data if data is not None else build_data(cfg, self.device)
+        num_classes, family = self.data.num_classes, self.data.family
+        student = build_model(cfg.MODEL.STUDENT, num_classes, family)
+        teacher = build_teacher(cfg, num_classes, family)
+        distiller_cls = get_distiller_class(cfg.DISTILLER.NAME)
+        self.distiller: Distiller = distiller_cls.from_config(cfg, student, teacher, num_classes, family)
+        self.channels_last = use_channels_last(cfg, self.device)
+        self.distiller.to(self.device)
+        if self.channels_last:
+            self.distiller.to(memory_format=torch.channels_last)
+        self.autocast, needs_scaler = autocast_factory(cfg, self.device)
+        scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+        self.optimizers, self.schedulers = build_optimizers(
+            self.distiller.optimizer_param_groups(), cfg.SOLVER, scaler
+        )
+        self.epoch = 0
+        self.best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
+        self.history: list[dict[str, float]] = []
+        self.teacher_accuracy: dict[str, float] | None = None
+        if resume:
+            self._resume()
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "arch": self.cfg.MODEL.STUDENT,
+            "num_classes": self.data.num_classes,
+            "distiller": self.cfg.DISTILLER.NAME,
+            "epoch": self.epoch,
+            "model": self.distiller.trainable_state_dict(),
+            "optimizers": self.optimizers.state_dict(),
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "best": self.best,
+            "history": self.history,
+            "teacher_accuracy": self.teacher_accuracy,
+            "rng": rng_state(),
+            "config": self.cfg.dump(),
+        }
+
+    def _resume(self) -> None:
+        path = self.output_dir / LAST
+        if not path.is_file():
+            logger.info("no %s to resume from; starting from epoch 1", path)
+            return
+        state = read_checkpoint(path)
+        if (state.get("arch"), state.get("distiller")) != (self.cfg.MODEL.STUDENT, self.cfg.DISTILLER.NAME):
+            raise ValueError(
+                f"{path} was written by a {state.get('distiller')} run of {state.get('arch')}, not by this "
+                f"{self.cfg.DISTILLER.NAME} run of {self.cfg.MODEL.STUDENT}; use another OUTPUT_DIR"
+            )
+        self.distiller.load_trainable_state_dict(state["model"])
+        self.optimizers.load_state_dict(state["optimizers"])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
+        self.teacher_accuracy = state["teacher_accuracy"]
+        set_rng_state(state["rng"])
+        logger.info("resumed from %s after epoch %d (best top-1 %.2f)", path, self.epoch, self.best["top1"])
+
+    def _save(self, improved: bool) -> None:
+        atomic_save(self._checkpoint(), self.output_dir / LAST)
+        if improved:
+            student = {k: v for k, v in self.distiller.student.state_dict().items()}
+            meta = {"format": FORMAT, "arch": self.cfg.MODEL.STUDENT, "num_classes": self.data.num_classes}
+            atomic_save({**meta, "epoch": self.epoch, "model": {f"student.{k}": v for k, v in student.items()}},
+                        self.output_dir / BEST)
+        write_metrics_csv(self.history, self.output_dir / "metrics.csv")
+
+    # -- training ------------------------------------------------------------------------------------
+    def _train_epoch(self) -> dict[str, float]:
+        loader = self.data.train
+        loader.set_epoch(self.epoch)
+        self.distiller.train()
+        meter, sums, steps = AccuracyMeter(), {}, len(loader)
+        bar = tqdm(loader, total=steps, desc=f"epoch {self.epoch + 1}/{self.cfg.SOLVER.EPOCHS}",
+                   disable=not self.cfg.TRAIN.PROGRESS, leave=False, mininterval=2.0)
+        for i, (images, targets) in enumerate(bar):
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits, losses = self.distiller.train_step(
+                images, targets, self.epoch + i / steps, self.optimizers, self.autocast
+            )
+            self.optimizers.end_iteration()
+            meter.update(logits, targets)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.float()
+            if i % 50 == 0 or i == steps - 1:  # one host sync every 50 steps
+                total = float(sum(losses.values()))
+                if not math.isfinite(total):
+                    raise FloatingPointError(f"non-finite loss {total} at epoch {self.epoch + 1}, step {i}: "
+                                             + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
+                bar.set_postfix(loss=f"{total:.3f}")
+        means = {f"train_{k}": float(v) / steps for k, v in sums.items()}
+        return {**means, "train_top1": meter.result()["top1"]}
+
+    def _evaluate_teacher(self) -> None:
+        if self.distiller.teacher is not None and self.teacher_accuracy is None:
+            self.teacher_accuracy = evaluate(self.distiller.teacher, self.data.test, self.channels_last,
+                                             self.autocast)
+            logger.info("teacher %s: test top-1 %.2f", self.cfg.MODEL.TEACHER, self.teacher_accuracy["top1"])
+
+    def train(self) -> dict[str, Any]:
+        """Train the remaining epochs and return the summary (also written to OUTPUT_DIR/summary.json)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.cfg.dump(), self.output_dir / "config.yaml")
+        self._evaluate_teacher()
+        writer = _tensorboard(self.cfg, self.output_dir)
+        total = self.cfg.SOLVER.EPOCHS
+        while self.epoch < total:
+            start = time.perf_counter()
+            lr = self.optimizers.optimizers["student"].param_groups[0]["lr"]
+            row: dict[str, float] = {"epoch": self.epoch + 1, "lr": lr, **self._train_epoch()}
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+            self.epoch += 1
+            improved = False
+            if self.epoch % self.cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == total:
+                test = evaluate(self.distiller.student, self.data.test, self.channels_last, self.autocast)
+                row.update({"test_top1": test["top1"], "test_top5": test["top5"]})
+                improved = test["top1"] > self.best["top1"]
+                if improved:
+                    self.best = {**test, "epoch": self.epoch}
+            row["seconds"] = time.perf_counter() - start
+            self.history.append(row)
+            self._save(improved)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, self.epoch)
+            logger.info("epoch %d/%d  %s", self.epoch, total,
+                        "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if writer is not None:
+            writer.close()
+        return self._write_summary()
+
+    def _write_summary(self) -> dict[str, Any]:
+        last = next(row for row in reversed(self.history) if "test_top1" in row) if self.history else {}
+        summary = {
+            "student": self.cfg.MODEL.STUDENT,
+            "teacher": self.cfg.MODEL.TEACHER if self.distiller.teacher is not None else "",
+            "distiller": self.cfg.DISTILLER.NAME,
+            "seed": self.cfg.TRAIN.SEED,
+            "epochs": self.epoch,
+            "num_train": self.data.num_train,
+            "best_top1": self.best["top1"],
+            "best_top5": self.best["top5"],
+            "best_epoch": self.best["epoch"],
+            "last_top1": last.get("test_top1"),
+            "last_top5": last.get("test_top5"),
+            "teacher_top1": (self.teacher_accuracy or {}).get("top1"),
+            "train_seconds": sum(row["seconds"] for row in self.history),
+        }
+        atomic_write_text(json.dumps(summary, indent=2), self.output_dir / SUMMARY)
+        return summary
+
+
+def _tensorboard(cfg: CfgNode, output_dir: Path) -> Any:
+    """A SummaryWriter when TRAIN.TENSORBOARD is on and tensorboard is installed, else None."""
+    if not cfg.TRAIN.TENSORBOARD:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.info("tensorboard is not installed; metrics go to metrics.csv only")
+        return None
+    return SummaryWriter(str(output_dir / "tensorboard"))
