@@ -71,10 +71,10 @@ def pytest_collection_modifyitems(config, items):
 # Detectron2 plugin fixtures
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def _one_thread_for_det_tests(request):
-    """The detection tests run tiny models: intra-op threads only add overhead (and, on a busy 2-core
+def _one_thread_for_tiny_model_tests(request):
+    """The detection and classification tests run tiny models: intra-op threads only add overhead (and, on a busy 2-core
     machine, oversubscription made a 0.1 s step take 3 s), so they run single-threaded."""
-    if not request.node.path.name.startswith("test_det_"):
+    if not request.node.path.name.startswith(("test_det_", "test_cls_")):
         yield
         return
     previous = torch.get_num_threads()
@@ -253,3 +253,45 @@ def make_stock_cfg():
 def write_teacher_config():
     """write_teacher_config(cfg, path) -> path of `cfg` dumped as a stock GeneralizedRCNN config file."""
     return write_stock_config
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Classification package (tests/test_cls_*.py): a tiny synthetic run config.
+# ---------------------------------------------------------------------------------------------------------
+CLS_TINY_OPTS = [
+    "DATASET.NAME", "synthetic",
+    "DATASET.SYNTHETIC.NUM_CLASSES", 5,
+    "DATASET.SYNTHETIC.NUM_TRAIN", 40,
+    "DATASET.SYNTHETIC.NUM_TEST", 20,
+    "SOLVER.BATCH_SIZE", 16,
+    "SOLVER.EPOCHS", 3,
+    "SOLVER.MILESTONES", [2],
+    "SOLVER.LR", 0.05,
+    "MODEL.STUDENT", "resnet8",
+    "TRAIN.DEVICE", "cpu",
+    "TRAIN.PROGRESS", False,
+    "TRAIN.TENSORBOARD", False,
+    "TRAIN.DETERMINISTIC", True,
+    "UNIKD.AFF.CHANNELS", 8,
+]
+
+
+@pytest.fixture
+def cls_cfg(tmp_path):
+    """factory(*overrides) -> frozen classification config of a tiny synthetic run writing under tmp_path."""
+    from classification.config import load_cfg
+
+    def make(*opts, config_file=None):
+        return load_cfg(config_file, [*map(str, CLS_TINY_OPTS), "OUTPUT_DIR", str(tmp_path / "run"), *map(str, opts)])
+
+    return make
+
+
+@pytest.fixture
+def cls_teacher(tmp_path, cls_cfg):
+    """Path of a resnet14 teacher checkpoint trained for one epoch on the tiny synthetic set."""
+    from classification.engine import Trainer
+
+    cfg = cls_cfg("MODEL.STUDENT", "resnet14", "SOLVER.EPOCHS", 1, "OUTPUT_DIR", tmp_path / "teacher")
+    Trainer(cfg).train()
+    return tmp_path / "teacher" / "last.pth"

@@ -1,0 +1,130 @@
+"""Classification trainer: exact resume, checkpoints, teacher-loading errors, eval, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from classification.__main__ import main
+from classification.engine import Trainer
+from classification.engine.checkpoint import atomic_save, read_checkpoint
+
+
+def _train(cfg, resume=False):
+    trainer = Trainer(cfg, resume=resume)
+    return trainer, trainer.train()
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize(
+    "method_opts",
+    [
+        ["DISTILLER.NAME", "vanilla"],
+        ["DISTILLER.NAME", "slkd", "SLKD.MODE", "parallel"],
+        ["DISTILLER.NAME", "unikd", "UNIKD.MODE", "authors_code"],  # draws random samples every step
+    ],
+    ids=["vanilla", "slkd", "unikd_authors"],
+)
+def test_interrupted_run_resumes_to_identical_result(cls_cfg, cls_teacher, tmp_path, method_opts):
+    teacher = ["MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher]
+    straight_trainer, straight = _train(cls_cfg(*teacher, *method_opts, "OUTPUT_DIR", tmp_path / "a"))
+
+    _train(cls_cfg(*teacher, *method_opts, "OUTPUT_DIR", tmp_path / "b", "SOLVER.EPOCHS", 2))
+    # The second process is told the full schedule; it must continue after epoch 2, not restart.
+    resumed_trainer = Trainer(cls_cfg(*teacher, *method_opts, "OUTPUT_DIR", tmp_path / "b"), resume=True)
+    assert resumed_trainer.epoch == 2
+    resumed = resumed_trainer.train()
+
+    _assert_same_state(straight_trainer.distiller.trainable_state_dict(), resumed_trainer.distiller.trainable_state_dict())
+    for key in ("best_top1", "best_epoch", "last_top1", "last_top5"):
+        assert straight[key] == resumed[key], key
+    a, b = read_checkpoint(tmp_path / "a" / "last.pth"), read_checkpoint(tmp_path / "b" / "last.pth")
+    assert a["optimizers"]["optimizers"].keys() == b["optimizers"]["optimizers"].keys()
+    for name, state in a["optimizers"]["optimizers"].items():
+        for index, param_state in state["state"].items():
+            assert torch.equal(param_state["momentum_buffer"], b["optimizers"]["optimizers"][name]["state"][index]["momentum_buffer"])
+    assert [r["test_top1"] for r in straight_trainer.history] == [r["test_top1"] for r in resumed_trainer.history]
+    rows = (tmp_path / "b" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3  # header + one row per epoch, no duplicates after the resume
+
+
+def test_slkd_checkpoint_holds_every_network_and_optimizer(cls_cfg, cls_teacher, tmp_path):
+    cfg = cls_cfg("DISTILLER.NAME", "slkd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher,
+                  "SOLVER.EPOCHS", 1)
+    _train(cfg)
+    state = read_checkpoint(tmp_path / "run" / "last.pth")
+    assert set(state["optimizers"]["optimizers"]) == {"student", "slt1", "slt2"}
+    assert set(state["schedulers"]) == {"student", "slt1", "slt2"}
+    prefixes = {key.split(".")[0] + ("." + key.split(".")[1] if key.startswith("slts") else "") for key in state["model"]}
+    assert prefixes == {"student", "slts.0", "slts.1"}  # the frozen teacher is not saved
+
+
+def test_training_learns_and_writes_outputs(cls_cfg, tmp_path):
+    _, summary = _train(cls_cfg("SOLVER.EPOCHS", 4, "SOLVER.MILESTONES", [3], "DATASET.SYNTHETIC.NUM_TRAIN", 160))
+    run = tmp_path / "run"
+    assert summary["best_top1"] > 100 / 5 + 20  # well above chance on the 5-class synthetic set
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert {"last.pth", "best_student.pth", "metrics.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_eval_command_reproduces_best_accuracy(cls_cfg, tmp_path, capsys):
+    _, summary = _train(cls_cfg())
+    config = tmp_path / "run" / "config.yaml"
+    main(["eval", "--config", str(config), "--checkpoint", str(tmp_path / "run" / "best_student.pth")])
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1"] == pytest.approx(summary["best_top1"])
+
+
+def test_missing_teacher_checkpoint_names_the_path(cls_cfg, tmp_path):
+    missing = tmp_path / "nowhere" / "teacher.pth"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", missing))
+
+
+def test_teacher_of_another_architecture_is_refused(cls_cfg, cls_teacher):
+    with pytest.raises(ValueError, match=r"holds a resnet14 with 5 classes, but resnet20 with 5 classes"):
+        Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet20", "MODEL.TEACHER_CHECKPOINT", cls_teacher))
+
+
+def test_teacher_with_another_class_count_is_refused(cls_cfg, cls_teacher):
+    cfg = cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher,
+                  "DATASET.SYNTHETIC.NUM_CLASSES", 7)
+    with pytest.raises(ValueError, match=r"resnet14 with 5 classes, but resnet14 with 7 classes"):
+        Trainer(cfg)
+
+
+def test_plain_state_dict_of_wrong_shape_is_refused(cls_cfg, tmp_path):
+    from classification.models import build_model
+
+    path = tmp_path / "plain.pth"
+    atomic_save(build_model("resnet8", 5).state_dict(), path)
+    with pytest.raises(ValueError, match=rf"{path} does not hold a resnet14 with 5 classes"):
+        Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", path))
+    assert Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet8", "MODEL.TEACHER_CHECKPOINT", path))
+
+
+def test_distiller_without_teacher_setting_fails_clearly(cls_cfg):
+    with pytest.raises(ValueError, match="needs MODEL.TEACHER"):
+        Trainer(cls_cfg("DISTILLER.NAME", "dkd"))
+
+
+def test_resume_refuses_another_runs_folder(cls_cfg, tmp_path):
+    _train(cls_cfg("SOLVER.EPOCHS", 1))
+    with pytest.raises(ValueError, match="use another OUTPUT_DIR"):
+        Trainer(cls_cfg("MODEL.STUDENT", "resnet14"), resume=True)
+
+
+def test_train_command_with_overrides(tmp_path, cls_cfg, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(cls_cfg("SOLVER.EPOCHS", 1).dump())
+    main(["train", "--config", str(config), "OUTPUT_DIR", str(tmp_path / "cli"), "MODEL.STUDENT", "resnet14"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["student"] == "resnet14" and summary["epochs"] == 1
+    assert (tmp_path / "cli" / "last.pth").is_file()
