@@ -7,6 +7,7 @@ setup(
     description="Knowledge distillation toolkit: UniKD for Detectron2 and a classification KD benchmark",
     python_requires=">=3.10",
     packages=find_packages(include=["unikd_det", "unikd_det.*", "classification", "classification.*"]),
+    package_data={"classification": ["configs/*/*.yaml", "configs/*/*/*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -15,6 +16,7 @@ setup(
         "pycocotools",
         "opencv-python-headless",
         "yacs",
+        "PyYAML",
         "tqdm",
         "matplotlib",
         "tabulate",

@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""The main job on built-in data: teacher, student without KD, student with UniKD; one AP table.
+"""The main job on built-in data: detection (teacher, student, UniKD student; an AP table), then
+classification (teacher, then students without KD, with KD and with UniKD; a top-1 table).
 
     python tools/demo.py [--teacher-config configs/Demo/teacher-R18.yaml] [--output-dir output/demo] [--fresh]
+                         [--part all|detection|classification]
+
+Detection:
 
 1. Generates (once) the Fashion-MNIST mosaic detection set and registers it.
 2. Trains the teacher (default: ResNet-18 FPN for 250 iterations, 2.8x the students' budget; from
@@ -9,6 +13,10 @@
 3. Trains the ResNet-18 FPN student alone for 90 iterations (configs/Demo/student-R18.yaml).
 4. Trains the same student with UniKD from that teacher (configs/Demo/UniKD-R18.yaml).
 5. Evaluates the three with COCOEvaluator on the validation mosaics and prints AP/AP50/AP75.
+
+Classification (classification/configs/bench/fashion_mnist_demo.yaml, run by the bench grid runner):
+a resnet56 teacher on 24k Fashion-MNIST images for one epoch, then resnet20 students on a 2000-image
+subset for 4 epochs without KD, with KD and with UniKD; top-1 on the 10k test images.
 
 Every stage checkpoints and resumes: rerunning after an interruption continues where it stopped,
 and a finished stage is only evaluated again. `--fresh` deletes the output folder first.
@@ -30,6 +38,7 @@ from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from classification.bench import run_grid  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
@@ -39,6 +48,7 @@ STUDENT_STAGES = (
     ("Student R18-FPN + UniKD", "unikd", "configs/Demo/UniKD-R18.yaml"),
 )
 METRICS = ("AP", "AP50", "AP75")
+CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_mnist_demo.yaml"
 
 
 def stage_config(config_file: str, output_dir: Path, teacher_config: str, teacher_weights: Path) -> CfgNode:
@@ -67,23 +77,10 @@ def train_and_evaluate(cfg: CfgNode) -> dict[str, float]:
     return DistillTrainer.test(cfg, trainer.model)["bbox"]
 
 
-def main(argv: list[str] | None = None) -> list[list]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher-config", default="configs/Demo/teacher-R18.yaml")
-    parser.add_argument("--output-dir", default=str(REPO / "output" / "demo"))
-    parser.add_argument("--data-dir", default=str(REPO / "datasets" / "fashion_mosaic"))
-    parser.add_argument("--fresh", action="store_true", help="delete the output folder and train from scratch")
-    args = parser.parse_args(argv)
-
-    setup_logger(name="detectron2")
-    logger = setup_logger(name="unikd_demo", abbrev_name="demo")
-    output = Path(args.output_dir)
-    if args.fresh and output.exists():
-        shutil.rmtree(output)
-    logger.setLevel(logging.INFO)
+def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger) -> str:
+    """Train and evaluate the three detection stages; returns the AP table (also saved to results.md)."""
     logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
     register_fashion_mosaic(args.data_dir)
-
     teacher_weights = output / "teacher" / "model_final.pth"
     stages = ((None, "teacher", args.teacher_config),) + STUDENT_STAGES
     rows, start = [], time.perf_counter()
@@ -95,12 +92,47 @@ def main(argv: list[str] | None = None) -> list[list]:
         rows.append([title, cfg.SOLVER.MAX_ITER] + [round(results[m], 2) for m in METRICS])
         logger.info("[%d/%d] %s done: AP %.2f (%.0f s elapsed)", index, len(stages), title, results["AP"],
                     time.perf_counter() - start)
-
     table = tabulate(rows, headers=["Model", "Iterations", *METRICS], tablefmt="github")
-    print("\nCOCO box AP on the Fashion-MNIST mosaic validation set (200 images, 128x128):\n" + table)
     (output / "results.md").write_text(table + "\n")
-    print(f"\nTotal time: {time.perf_counter() - start:.0f} s; table saved to {output / 'results.md'}")
-    return rows
+    return "COCO box AP on the Fashion-MNIST mosaic validation set (200 images, 128x128):\n" + table
+
+
+def run_classification(output: Path) -> str:
+    """Run the classification demo grid (resumable); returns its top-1 table."""
+    setup_logger(name="classification")
+    folder = output / "classification"
+    run_grid(CLASSIFICATION_GRID, output_dir=folder)
+    return (
+        "Fashion-MNIST top-1 (%), resnet56 -> resnet20, 10k test images "
+        f"({CLASSIFICATION_GRID.relative_to(REPO)}):\n" + (folder / "results.md").read_text()
+    )
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher-config", default="configs/Demo/teacher-R18.yaml")
+    parser.add_argument("--output-dir", default=str(REPO / "output" / "demo"))
+    parser.add_argument("--data-dir", default=str(REPO / "datasets" / "fashion_mosaic"))
+    parser.add_argument("--fresh", action="store_true", help="delete the output folder and train from scratch")
+    parser.add_argument("--part", choices=("all", "detection", "classification"), default="all")
+    args = parser.parse_args(argv)
+
+    setup_logger(name="detectron2")
+    logger = setup_logger(name="unikd_demo", abbrev_name="demo")
+    logger.setLevel(logging.INFO)
+    output = Path(args.output_dir)
+    if args.fresh and output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tables = []
+    if args.part in ("all", "detection"):
+        tables.append(run_detection(args, output, logger))
+    if args.part in ("all", "classification"):
+        tables.append(run_classification(output))
+    print("\n" + "\n\n".join(tables))
+    print(f"\nTotal time: {time.perf_counter() - start:.0f} s; tables saved under {output}")
+    return tables
 
 
 if __name__ == "__main__":
