@@ -113,7 +113,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, float]:
     num_slt = cfg.SLKD.NUM_SLT
     print(f"\n{args.teacher} -> {args.student}, batch {args.batch_size}, {device}, "
           f"{args.rounds} rounds x {args.steps} steps, medians")
-    print(f"| step | ms | ratio | target | peak MiB |\n|---|---|---|---|---|")
+    print("| step | ms | ratio | target | peak MiB |\n|---|---|---|---|---|")
     for name in ("student (a)", "teacher forward (b)", "teacher-arch step (d)"):
         print(f"| {name} | {1000 * median[name]:.1f} | | | {_fmt(_peak_memory(fns[name], device))} |")
     ratios = {}

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import Tensor
 from yacs.config import CfgNode
 
 from .imagenet import DeviceLoader, imagenet_datasets, subset

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from yacs.config import CfgNode
 
 from ..data import build_data
@@ -19,6 +20,9 @@ def evaluate_checkpoint(cfg: CfgNode, checkpoint: str | Path) -> dict[str, float
     model = load_network(
         build_model(cfg.MODEL.STUDENT, data.num_classes, data.family), checkpoint, cfg.MODEL.STUDENT, data.num_classes
     ).to(device)
+    channels_last = use_channels_last(cfg, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     autocast, _ = autocast_factory(cfg, device)
-    result = evaluate(model, data.test, use_channels_last(cfg, device), autocast)
+    result = evaluate(model, data.test, channels_last, autocast)
     return {"checkpoint": str(checkpoint), "arch": cfg.MODEL.STUDENT, **result}

@@ -135,10 +135,17 @@ class Trainer:
     def _save(self, improved: bool) -> None:
         atomic_save(self._checkpoint(), self.output_dir / LAST)
         if improved:
-            student = {k: v for k, v in self.distiller.student.state_dict().items()}
-            meta = {"format": FORMAT, "arch": self.cfg.MODEL.STUDENT, "num_classes": self.data.num_classes}
-            atomic_save({**meta, "epoch": self.epoch, "model": {f"student.{k}": v for k, v in student.items()}},
-                        self.output_dir / BEST)
+            student = self.distiller.student.state_dict()
+            atomic_save(
+                {
+                    "format": FORMAT,
+                    "arch": self.cfg.MODEL.STUDENT,
+                    "num_classes": self.data.num_classes,
+                    "epoch": self.epoch,
+                    "model": {f"student.{k}": v for k, v in student.items()},
+                },
+                self.output_dir / BEST,
+            )
         write_metrics_csv(self.history, self.output_dir / "metrics.csv")
 
     # -- training ------------------------------------------------------------------------------------
