@@ -2,7 +2,7 @@
 REPO := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 PY := $(REPO)/.venv/bin/python
 
-.PHONY: setup demo test test-all bench
+.PHONY: setup demo test test-all bench bench-classification
 
 setup:
 	bash $(REPO)/tools/setup_env.sh
@@ -18,3 +18,6 @@ test-all: setup
 
 bench: setup
 	cd $(REPO) && $(PY) tools/benchmark_det.py --aff-channels 16 32 64
+
+bench-classification: setup
+	cd $(REPO) && $(PY) -m classification bench --speed --steps 6 --rounds 3

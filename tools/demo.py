@@ -15,8 +15,8 @@ Detection:
 5. Evaluates the three with COCOEvaluator on the validation mosaics and prints AP/AP50/AP75.
 
 Classification (classification/configs/bench/fashion_mnist_demo.yaml, run by the bench grid runner):
-a resnet56 teacher on 24k Fashion-MNIST images for one epoch, then resnet20 students on a 2000-image
-subset for 4 epochs without KD, with KD and with UniKD; top-1 on the 10k test images.
+a resnet56 teacher on 12k Fashion-MNIST images for 2 epochs, then resnet20 students on a 3000-image
+subset for 5 epochs without KD, with KD and with UniKD; top-1 on the 10k test images.
 
 Every stage checkpoints and resumes: rerunning after an interruption continues where it stopped,
 and a finished stage is only evaluated again. `--fresh` deletes the output folder first.
