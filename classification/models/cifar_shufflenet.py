@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ConvNormAct, PreactBlock, global_pool, init_weights, run_stages
+from .layers import ConvNormAct, PreactBlock, classify_stages, init_weights
 from .registry import ModelOutput, register_model
 
 
@@ -64,10 +64,7 @@ class ShuffleNetV1(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> ModelOutput:
-        out, preact = self.stem.forward_preact(x)
-        outs, preacts = run_stages(self.stages, out)
-        pooled = global_pool(outs[-1])
-        return ModelOutput(self.fc(pooled), [out, *outs], pooled, [preact, *preacts])
+        return classify_stages(self.stem.forward_preact(x), self.stages, self.fc)
 
 
 class ShuffleV2Unit(PreactBlock):
@@ -132,10 +129,7 @@ class ShuffleNetV2(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> ModelOutput:
-        out, preact = self.stem.forward_preact(x)
-        outs, preacts = run_stages(self.stages, out)
-        pooled = global_pool(self.head(outs[-1]))
-        return ModelOutput(self.fc(pooled), [out, *outs], pooled, [preact, *preacts])
+        return classify_stages(self.stem.forward_preact(x), self.stages, self.fc, self.head)
 
 
 register_model("cifar", "ShuffleV1")(ShuffleNetV1)

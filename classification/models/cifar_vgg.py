@@ -11,7 +11,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from .layers import ConvNormAct, global_pool, init_weights, run_stage, run_stages
+from .layers import ConvNormAct, classify_stages, init_weights, run_stage
 from .registry import ModelOutput, register_model
 
 WIDTHS = (64, 128, 256, 512, 512)
@@ -45,10 +45,7 @@ class VGG(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> ModelOutput:
-        out, preact = run_stage(self.stem, x)
-        outs, preacts = run_stages(self.stages, out)
-        pooled = global_pool(outs[-1])
-        return ModelOutput(self.classifier(pooled), [out, *outs], pooled, [preact, *preacts])
+        return classify_stages(run_stage(self.stem, x), self.stages, self.classifier)
 
 
 for _name, _convs in CONVS_PER_BLOCK.items():

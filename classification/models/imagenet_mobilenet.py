@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .layers import ConvNormAct, PreactBlock, global_pool, init_weights, run_stages
+from .layers import ConvNormAct, PreactBlock, classify_stages, init_weights
 from .mobilenetv2_body import MobileNetV2
 from .registry import ModelOutput, register_model
 
@@ -57,10 +57,7 @@ class MobileNetV1(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> ModelOutput:
-        out, preact = self.stem.forward_preact(x)
-        outs, preacts = run_stages(self.stages, out)
-        pooled = global_pool(outs[-1])
-        return ModelOutput(self.fc(pooled), [out, *outs], pooled, [preact, *preacts])
+        return classify_stages(self.stem.forward_preact(x), self.stages, self.fc)
 
 
 register_model("imagenet", "MobileNetV1")(MobileNetV1)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .registry import ModelOutput
+
 
 class ConvNormAct(nn.Sequential):
     """Conv (no bias, 'same' padding) -> BatchNorm -> activation.
@@ -67,6 +69,20 @@ def run_stages(stages: Iterable[nn.Sequential], x: Tensor) -> tuple[list[Tensor]
         outs.append(x)
         preacts.append(preact)
     return outs, preacts
+
+
+def classify_stages(
+    stem: tuple[Tensor, Tensor], stages: Iterable[nn.Sequential], classifier: nn.Module, head: nn.Module | None = None
+) -> ModelOutput:
+    """The shared tail of a stem-then-stages network.
+
+    From the stem's (output, preact), run the stages, pool the last map (after `head` where the pooled
+    vector has its own conv, as in ShuffleNetV2) and classify. The stem leads `feats` and `preact_feats`.
+    """
+    out, preact = stem
+    outs, preacts = run_stages(stages, out)
+    pooled = global_pool(outs[-1] if head is None else head(outs[-1]))
+    return ModelOutput(classifier(pooled), [out, *outs], pooled, [preact, *preacts])
 
 
 def global_pool(x: Tensor) -> Tensor:
