@@ -117,11 +117,10 @@ class SLKD(Distiller):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         node = self.node
         logits = self.student(images).logits
-        from_slts = node.CE_WEIGHT_CS * cross_entropy(logits, targets) + node.KD_WEIGHT_CS * kd_loss(
-            logits, fused, node.TEMPERATURE
-        )
+        ce = cross_entropy(logits, targets)
+        from_slts = node.CE_WEIGHT_CS * ce + node.KD_WEIGHT_CS * kd_loss(logits, fused, node.TEMPERATURE)
         return logits, {
-            "loss_ce": node.CE_WEIGHT * cross_entropy(logits, targets),
+            "loss_ce": node.CE_WEIGHT * ce,
             "loss_kd": node.KD_WEIGHT * kd_loss(logits, logits_t, node.TEMPERATURE),
             "loss_slt_student": node.PROCESS_WEIGHT * from_slts,
         }
