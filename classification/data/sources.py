@@ -29,8 +29,20 @@ class ImageArrays:
 
 
 def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x = images.float().div_(255).transpose(0, 1).flatten(1)
-    return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
+    """Per-channel mean and (unbiased) std of uint8 images, in [0, 1] units.
+
+    Computed from a 256-bin histogram per channel in float64: exact, and without a float copy of the
+    whole set (for the 60k padded Fashion-MNIST images that copy took 1.5 GB at start-up).
+    """
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for channel in images.unbind(1):
+        counts = torch.bincount(channel.flatten(), minlength=256).double()
+        total = counts.sum()
+        mean = (counts * values).sum() / total
+        means.append(float(mean))
+        stds.append(float(((counts * (values - mean) ** 2).sum() / (total - 1)).sqrt()))
+    return tuple(means), tuple(stds)
 
 
 def load_cifar100(root: str | Path) -> ImageArrays:
