@@ -4,8 +4,9 @@ Grid file (YAML; paths relative to it):
 
     output_dir: output/bench/fashion_mnist     # relative to the current directory
     overrides: [SOLVER.EPOCHS, 8, ...]          # KEY VALUE pairs applied to every student run
-    teachers:                                   # trained first (once), unless `checkpoint` is given
-      resnet56: {config: ../fashion_mnist/teacher_resnet56.yaml, overrides: [...]}
+    teachers:                                   # trained first (once), unless `checkpoint` is given;
+      resnet56: {config: ../fashion_mnist/teacher_resnet56.yaml, overrides: [...]}  # the name is the
+                                                # architecture unless `arch` names another
     pairs: [{teacher: resnet56, student: resnet20}]
     methods: {vanilla: ../fashion_mnist/vanilla.yaml, kd: ../fashion_mnist/kd.yaml, ...}
     seeds: [0, 1]
@@ -69,8 +70,9 @@ def load_grid(path: str | Path) -> dict[str, Any]:
 def plan_runs(grid: dict[str, Any], output_dir: Path) -> tuple[dict[str, Run], list[tuple[dict[str, Any], Run]]]:
     """(teacher runs by name, [(cell labels, student run)]) for the whole grid."""
     base_dir = grid["_dir"]
+    teacher_specs = grid.get("teachers") or {}
     teachers = {}
-    for name, spec in (grid.get("teachers") or {}).items():
+    for name, spec in teacher_specs.items():
         if "checkpoint" in spec:
             continue
         teachers[name] = Run(
@@ -81,7 +83,7 @@ def plan_runs(grid: dict[str, Any], output_dir: Path) -> tuple[dict[str, Run], l
     common = _str_opts(grid.get("overrides", []))
     for pair in grid["pairs"]:
         teacher, student = pair["teacher"], pair["student"]
-        spec = (grid.get("teachers") or {}).get(teacher, {})
+        spec = teacher_specs.get(teacher, {})
         teacher_ckpt = spec.get("checkpoint") or str(output_dir / "teachers" / teacher / LAST)
         arch = spec.get("arch", teacher)
         for method, config in grid["methods"].items():
