@@ -55,11 +55,12 @@ def _binary_log_probs(logits: Tensor, target: Tensor) -> Tensor:
     return torch.stack([log_p_target, log_p_rest], dim=-1)
 
 
-def _check_target(target: Tensor, batch: int, num_classes: int) -> None:
-    """DKD's target: integer class indices, one per row, within [0, num_classes)."""
+def _check_target(target: Tensor, batch: int, num_classes: int, method: str = "DKD") -> None:
+    """Ground-truth targets of a target/non-target split: integer class indices, one per row, in [0, C)."""
     if num_classes < 2:
-        raise ValueError(f"DKD needs at least 2 classes, got {num_classes}")
-    if target.shape != (batch,) or target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise ValueError(f"{method} needs at least 2 classes, got {num_classes}")
+    bad_dtype = target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool
+    if target.shape != (batch,) or bad_dtype:
         raise ValueError(
             f"target must be an integer tensor of shape [{batch}], "
             f"got dtype {target.dtype} and shape {tuple(target.shape)}"
