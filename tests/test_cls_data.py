@@ -27,7 +27,7 @@ def test_random_crop_flip_matches_per_image_crop_and_flip():
 
 def _batches(loader, epoch):
     loader.set_epoch(epoch)
-    return [(x.clone(), y.clone()) for x, y in loader]
+    return [(x.clone(), y.clone()) for x, y, _ in loader]
 
 
 def test_training_batches_depend_only_on_seed_and_epoch():
@@ -48,14 +48,14 @@ def test_lone_last_training_item_is_dropped_but_not_at_test_time():
     data = make_synthetic(3, 33, 33, 8)
     train = InMemoryLoader(data.train_images, data.train_labels, 16, data.mean, data.std, train=True)
     test = InMemoryLoader(data.test_images, data.test_labels, 16, data.mean, data.std, train=False)
-    assert [len(y) for _, y in train] == [16, 16] and len(train) == 2
-    assert [len(y) for _, y in test] == [16, 16, 1]
+    assert [len(y) for _, y, _ in train] == [16, 16] and len(train) == 2
+    assert [len(y) for _, y, _ in test] == [16, 16, 1]
 
 
 def test_test_loader_normalises_without_augmentation():
     data = make_synthetic(3, 8, 8, 8)
     loader = InMemoryLoader(data.test_images, data.test_labels, 8, data.mean, data.std, train=False)
-    images, labels = next(iter(loader))
+    images, labels, _ = next(iter(loader))
     mean = torch.tensor(data.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(data.std).reshape(1, 3, 1, 1)
     assert torch.allclose(images, (data.test_images.float() / 255 - mean) / std, atol=1e-5)
@@ -95,7 +95,7 @@ def test_fashion_mnist_is_fed_as_cifar_sized_rgb(cls_cfg, tmp_path):
                   "SOLVER.TEST_BATCH_SIZE", 500)
     data = build_data(cfg, torch.device("cpu"))
     assert (data.num_classes, data.family, data.num_train) == (10, "cifar", 100)
-    images, labels = next(iter(data.test))
+    images, labels, _ = next(iter(data.test))
     assert images.shape == (500, 3, 32, 32)
     assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
     assert labels.max() <= 9
@@ -111,3 +111,13 @@ def test_accuracy_meter_counts_top1_and_top5():
     result = meter.result()
     assert result["top1"] == pytest.approx(100 / 3)
     assert result["top5"] == pytest.approx(200 / 3)
+
+
+def test_batches_carry_their_training_set_indices():
+    data = make_synthetic(4, 50, 10, 8)
+    loader = InMemoryLoader(data.train_images, data.train_labels, 16, data.mean, data.std, train=True, seed=1)
+    seen = []
+    for images, labels, indices in loader:
+        assert torch.equal(labels, data.train_labels[indices]) and len(images) == len(indices)
+        seen += indices.tolist()
+    assert sorted(seen) == list(range(50))

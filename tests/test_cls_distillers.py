@@ -76,17 +76,17 @@ def test_teacher_stays_frozen_in_eval_mode_and_gets_no_gradient():
 @pytest.mark.parametrize("student,teacher", [("resnet8", "wrn_16_2"), ("ShuffleV2", "resnet14"), ("vgg8", "MobileNetV2")])
 def test_unikd_fuses_any_pair_from_the_models_stage_widths(student, teacher):
     distiller = _build("unikd", student=student, teacher=teacher)
-    assert distiller.unikd.aff_s.in_channels == distiller.student.stage_channels[-2:]
-    assert distiller.unikd.aff_t.in_channels == distiller.teacher.stage_channels[-2:]
+    assert distiller.terms["unikd"].unikd.aff_s.in_channels == distiller.student.stage_channels[-2:]
+    assert distiller.terms["unikd"].unikd.aff_t.in_channels == distiller.teacher.stage_channels[-2:]
     x, y = _batch()
     _, losses = distiller.train().compute_losses(x, y, 1.0)
     assert set(losses) == {"loss_ce", "loss_feat", "loss_fit", "loss_logit"}
     sum(losses.values()).backward()
-    assert all(p.grad is not None for p in distiller.unikd.aff_s.parameters())
+    assert all(p.grad is not None for p in distiller.terms["unikd"].unikd.aff_s.parameters())
     assert all(p.grad is None for p in distiller.teacher.parameters())
     # The AFF/FDP modules train with the student (they are in its optimizer) and are checkpointed.
-    assert {id(p) for p in distiller.unikd.parameters()} <= {id(p) for p in distiller.optimizer_param_groups()["student"]}
-    assert any(k.startswith("unikd.") for k in distiller.trainable_state_dict())
+    assert {id(p) for p in distiller.terms["unikd"].unikd.parameters()} <= {id(p) for p in distiller.optimizer_param_groups()["student"]}
+    assert any(k.startswith("terms.unikd.unikd.") for k in distiller.trainable_state_dict())
 
 
 def test_unikd_terms_equal_the_core_loss_and_ramp():
@@ -94,7 +94,7 @@ def test_unikd_terms_equal_the_core_loss_and_ramp():
     x, y = _batch()
     _, losses = distiller.compute_losses(x, y, progress=1.0)
     out_s, out_t = distiller.student(x), distiller.teacher(x)
-    terms = distiller.unikd(out_s.feats[-2:], out_t.feats[-2:], out_s.logits, out_t.logits, y)
+    terms = distiller.terms["unikd"].unikd(out_s.feats[-2:], out_t.feats[-2:], out_s.logits, out_t.logits, y)
     for name, value in terms.items():
         assert torch.allclose(losses[name], 0.25 * value, atol=1e-6), name
     # paper mode, KD logit term: beta * tau^2 KL
@@ -103,8 +103,8 @@ def test_unikd_terms_equal_the_core_loss_and_ramp():
 
 def test_unikd_authors_code_reads_the_teacher_stage1_preactivation():
     distiller = _build("unikd", "UNIKD.MODE", "authors_code")
-    assert distiller.unikd.aff_t is None
-    assert distiller.unikd.fdp_t.channels == distiller.teacher.stage_channels[1]
+    assert distiller.terms["unikd"].unikd.aff_t is None
+    assert distiller.terms["unikd"].unikd.fdp_t.channels == distiller.teacher.stage_channels[1]
     x, y = _batch()
     _, losses = distiller.train().compute_losses(x, y, 100.0)
     assert set(losses) == {"loss_ce", "loss_feat", "loss_supp", "loss_logit"}
@@ -215,5 +215,5 @@ def test_a_new_distiller_is_one_class_and_gets_its_config_node():
 
 
 def test_unknown_distiller_lists_the_available_ones():
-    with pytest.raises(KeyError, match="unknown distiller 'fitnet'.*dkd, kd, slkd, unikd, vanilla"):
-        get_distiller_class("fitnet")
+    with pytest.raises(KeyError, match="unknown distiller 'fitnett'.*dkd, .*hybrid, kd, .*unikd, vanilla"):
+        get_distiller_class("fitnett")

@@ -28,8 +28,10 @@ def _assert_same_state(a: dict, b: dict) -> None:
         ["DISTILLER.NAME", "vanilla"],
         ["DISTILLER.NAME", "slkd", "SLKD.MODE", "parallel"],
         ["DISTILLER.NAME", "unikd", "UNIKD.MODE", "authors_code"],  # draws random samples every step
+        # CRD's memory and normalisers, its negative sampling and MLKD's random strong view
+        ["DISTILLER.NAME", "hybrid", "HYBRID.TERMS", "['crd', 'mlkd']", "CRD.NCE_K", 32],
     ],
-    ids=["vanilla", "slkd", "unikd_authors"],
+    ids=["vanilla", "slkd", "unikd_authors", "crd_mlkd"],
 )
 def test_interrupted_run_resumes_to_identical_result(cls_cfg, cls_teacher, tmp_path, method_opts):
     teacher = ["MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher]

@@ -38,7 +38,11 @@ class DataBundle:
     test: BatchLoader
     num_classes: int
     family: str  # model family the images fit: "cifar" or "imagenet"
-    num_train: int
+    train_labels: torch.Tensor  # label of every training image, in the order the loader's indices refer to
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
 
 
 def _arrays(cfg: CfgNode) -> ImageArrays:
@@ -60,14 +64,15 @@ def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
     if name == "imagenet":
         train_set, val_set = imagenet_datasets(cfg.DATASET.ROOT)
         labels = torch.tensor(train_set.targets)
-        train_set = subset(train_set, balanced_subset(labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED))
+        keep = balanced_subset(labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED)
+        train_set = subset(train_set, keep)
         workers = cfg.DATASET.NUM_WORKERS
         return DataBundle(
             DeviceLoader(train_set, solver.BATCH_SIZE, train=True, workers=workers, seed=seed, device=device),
             DeviceLoader(val_set, solver.TEST_BATCH_SIZE, train=False, workers=workers, seed=seed, device=device),
             len(val_set.classes),
             "imagenet",
-            len(train_set),
+            labels[keep],
         )
     data = _arrays(cfg)
     keep = balanced_subset(data.train_labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED)
@@ -76,7 +81,7 @@ def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
         data.train_images[keep], data.train_labels[keep], solver.BATCH_SIZE, train=True, seed=seed, **common
     )
     test = InMemoryLoader(data.test_images, data.test_labels, solver.TEST_BATCH_SIZE, train=False, **common)
-    return DataBundle(train, test, data.num_classes, "cifar", len(keep))
+    return DataBundle(train, test, data.num_classes, "cifar", data.train_labels[keep].long())
 
 
 __all__ = [

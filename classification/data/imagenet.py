@@ -44,6 +44,20 @@ def imagenet_datasets(root: str | Path) -> tuple[Dataset, Dataset]:
     return train, val
 
 
+class IndexedDataset(Dataset):
+    """(image, label, index) items of a (image, label) dataset."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image, label = self.dataset[index]
+        return image, label, index
+
+
 class DeviceLoader:
     """A worker-backed DataLoader whose shuffling is reseeded per epoch and whose batches land on `device`."""
 
@@ -55,7 +69,7 @@ class DeviceLoader:
         self.device = device
         sampler = RandomSampler(dataset, generator=self.generator) if train else None
         self.loader = DataLoader(
-            dataset,
+            IndexedDataset(dataset),
             batch_size=batch_size,
             sampler=sampler,
             num_workers=workers,
@@ -71,9 +85,10 @@ class DeviceLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels in self.loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """(images, labels, indices into the dataset) on the device."""
+        for images, labels, indices in self.loader:
+            yield tuple(t.to(self.device, non_blocking=True) for t in (images, labels, indices))
 
 
 def subset(dataset: Dataset, indices: Tensor) -> Dataset:

@@ -31,7 +31,9 @@ def random_crop_flip(images: Tensor, pad: int, generator: torch.Generator) -> Te
 
 
 class InMemoryLoader:
-    """Batches of (normalised float images, labels) on `device` from uint8 images [N, C, H, W].
+    """Batches of (normalised float images, labels, indices) on `device` from uint8 images [N, C, H, W].
+
+    indices are the batch's positions in `images` (what per-sample memories such as CRD's are keyed by).
 
     train: shuffle each epoch and apply random_crop_flip; otherwise the fixed order, no augmentation.
     A final training batch of a single image is dropped (BatchNorm cannot train on it).
@@ -78,7 +80,7 @@ class InMemoryLoader:
     def __len__(self) -> int:
         return -(-self._num_items() // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = self._num_items()
         order = torch.randperm(len(self.images), generator=generator)[:n] if self.train else torch.arange(n)
@@ -88,4 +90,4 @@ class InMemoryLoader:
             images = self.images[index].float()
             if self.train:
                 images = random_crop_flip(images, self.pad, generator)
-            yield (images - self.mean) / self.std, self.labels[index]
+            yield (images - self.mean) / self.std, self.labels[index], index

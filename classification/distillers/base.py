@@ -69,6 +69,7 @@ class Distiller(nn.Module):
 
     CONFIG_NODE: str | None = None
     NEEDS_TEACHER = True
+    NEEDS_INDICES = False  # whether compute_losses needs the batch's training-set indices (CRD's memory)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: CfgNode, num_classes: int) -> None:
         super().__init__()
@@ -86,9 +87,18 @@ class Distiller(nn.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: CfgNode, student: nn.Module, teacher: nn.Module | None, num_classes: int, family: str
+        cls,
+        cfg: CfgNode,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        num_classes: int,
+        family: str,
+        train_labels: Tensor | None = None,
     ) -> "Distiller":
-        """Build from the experiment config; `family` is the model family of the data ("cifar"/"imagenet")."""
+        """Build from the experiment config; `family` is the model family of the data ("cifar"/"imagenet").
+
+        train_labels: the labels of the whole training set, for methods with a per-sample memory (CRD).
+        """
         return cls(student, teacher, cfg, num_classes)
 
     @property
@@ -107,13 +117,14 @@ class Distiller(nn.Module):
 
     def teacher_outputs(self, images: Tensor) -> ModelOutput:
         """The frozen teacher's outputs, computed without autograd."""
-        with torch.no_grad():
-            return self.teacher(images)
+        return no_grad_forward(self.teacher, images)
 
-    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_losses(
+        self, images: Tensor, targets: Tensor, progress: float, indices: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """(student logits, {loss name: weighted scalar}); the training loss is the sum of the values.
 
-        progress: fractional epochs done so far, for KD warm-ups.
+        progress: fractional epochs done so far, for KD warm-ups; indices: the batch's training-set positions.
         """
         raise NotImplementedError
 
@@ -128,10 +139,11 @@ class Distiller(nn.Module):
         progress: float,
         optimizers: "OptimizerSet",
         autocast: Callable[[], torch.autocast],
+        indices: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """One update: losses under autocast, one backward pass, every optimizer steps. Returns detached values."""
         with autocast():
-            logits, losses = self.compute_losses(images, targets, progress)
+            logits, losses = self.compute_losses(images, targets, progress, indices)
         optimizers.step(sum(losses.values()))
         return detached(logits, losses)
 
@@ -150,28 +162,6 @@ class Distiller(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
-class LogitDistiller(Distiller):
-    """Methods whose one KD term compares student and teacher logits.
-
-    L = CE_WEIGHT * CE + ramp * kd_term, with the ramp linear over WARMUP_EPOCHS; the node needs both keys.
-    """
-
-    LOSS_NAME = "loss_kd"
-
-    def kd_term(self, logits: Tensor, logits_t: Tensor, targets: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
-        node = self.node
-        logits_t = self.teacher_outputs(images).logits
-        logits = self.student(images).logits
-        ramp = linear_warmup(progress, node.WARMUP_EPOCHS)
-        return logits, {
-            "loss_ce": node.CE_WEIGHT * cross_entropy(logits, targets),
-            self.LOSS_NAME: ramp * self.kd_term(logits, logits_t, targets),
-        }
-
-
 def detached(logits: Tensor, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """What train_step returns: values for logging, cut from the graph."""
     return logits.detach(), {k: v.detach() for k, v in losses.items()}
@@ -180,3 +170,9 @@ def detached(logits: Tensor, losses: dict[str, Tensor]) -> tuple[Tensor, dict[st
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Task loss in float32 (autocast may hand over half-precision logits)."""
     return F.cross_entropy(logits.float(), targets)
+
+
+def no_grad_forward(model: nn.Module, images: Tensor) -> ModelOutput:
+    """A network's outputs without autograd (the frozen teacher's, or extra views of it)."""
+    with torch.no_grad():
+        return model(images)

@@ -6,26 +6,24 @@ from yacs.config import CfgNode
 
 from unikd_det.core import dkd_loss
 
-from .base import LogitDistiller, register_distiller
+from .terms import LossTerm, TermInputs, base_node, register_term
 
 
-@register_distiller("dkd")
-class DKD(LogitDistiller):
-    """L = CE_WEIGHT * CE + ramp * (ALPHA * TCKD + BETA * NCKD), ramp linear over WARMUP_EPOCHS."""
+@register_term("dkd")
+class DKDTerm(LossTerm):
+    """loss_dkd = ALPHA * TCKD + BETA * NCKD, ramped in over WARMUP_EPOCHS (20 on CIFAR)."""
 
     CONFIG_NODE = "DKD"
-    LOSS_NAME = "loss_dkd"
 
     @classmethod
     def default_config(cls) -> CfgNode:
-        node = CfgNode()
-        node.CE_WEIGHT = 1.0
+        node = base_node(ce_weight=1.0, warmup_epochs=20.0)
         node.ALPHA = 1.0
         node.BETA = 8.0
         node.TEMPERATURE = 4.0
-        node.WARMUP_EPOCHS = 20.0
         return node
 
-    def kd_term(self, logits: Tensor, logits_t: Tensor, targets: Tensor) -> Tensor:
+    def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         node = self.node
-        return dkd_loss(logits, logits_t, targets, node.ALPHA, node.BETA, node.TEMPERATURE)
+        logits_s, logits_t = inputs.student.logits, inputs.teacher.logits
+        return {"loss_dkd": dkd_loss(logits_s, logits_t, inputs.targets, node.ALPHA, node.BETA, node.TEMPERATURE)}

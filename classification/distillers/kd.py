@@ -6,23 +6,22 @@ from yacs.config import CfgNode
 
 from unikd_det.core import kd_loss
 
-from .base import LogitDistiller, register_distiller
+from .terms import LossTerm, TermInputs, base_node, register_term
 
 
-@register_distiller("kd")
-class KD(LogitDistiller):
-    """L = CE_WEIGHT * CE + ramp * KD_WEIGHT * tau^2 KL(p_t || p_s)."""
+@register_term("kd")
+class KDTerm(LossTerm):
+    """loss_kd = KD_WEIGHT * tau^2 KL(p_t || p_s); as a method, with CE_WEIGHT 0.1 and KD_WEIGHT 0.9."""
 
     CONFIG_NODE = "KD"
 
     @classmethod
     def default_config(cls) -> CfgNode:
-        node = CfgNode()
+        node = base_node(ce_weight=0.1)
         node.TEMPERATURE = 4.0
-        node.CE_WEIGHT = 0.1
         node.KD_WEIGHT = 0.9
-        node.WARMUP_EPOCHS = 0.0
         return node
 
-    def kd_term(self, logits: Tensor, logits_t: Tensor, targets: Tensor) -> Tensor:
-        return self.node.KD_WEIGHT * kd_loss(logits, logits_t, self.node.TEMPERATURE)
+    def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
+        node = self.node
+        return {"loss_kd": node.KD_WEIGHT * kd_loss(inputs.student.logits, inputs.teacher.logits, node.TEMPERATURE)}

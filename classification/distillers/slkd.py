@@ -59,7 +59,13 @@ class SLKD(Distiller):
 
     @classmethod
     def from_config(
-        cls, cfg: CfgNode, student: nn.Module, teacher: nn.Module | None, num_classes: int, family: str
+        cls,
+        cfg: CfgNode,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        num_classes: int,
+        family: str,
+        train_labels: Tensor | None = None,
     ) -> "SLKD":
         arch = cfg.SLKD.SLT_ARCH or cfg.MODEL.TEACHER
         return cls(student, teacher, cfg, num_classes, lambda: build_model(arch, num_classes, family))
@@ -125,7 +131,9 @@ class SLKD(Distiller):
             "loss_slt_student": node.PROCESS_WEIGHT * from_slts,
         }
 
-    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_losses(
+        self, images: Tensor, targets: Tensor, progress: float, indices: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Parallel mode: every term of the student and the SL-Ts in one dict."""
         logits_t = self.teacher_outputs(images).logits
         slt_logits, slt_loss = self._slt_losses(images, logits_t, targets)
@@ -143,9 +151,10 @@ class SLKD(Distiller):
         progress: float,
         optimizers: "OptimizerSet",
         autocast: Callable[[], torch.autocast],
+        indices: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.node.MODE == "parallel":
-            return super().train_step(images, targets, progress, optimizers, autocast)
+            return super().train_step(images, targets, progress, optimizers, autocast, indices)
         with autocast():
             logits_t = self.teacher_outputs(images).logits
             _, slt_loss = self._slt_losses(images, logits_t, targets)

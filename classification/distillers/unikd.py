@@ -7,13 +7,13 @@ authors' research code.
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 from yacs.config import CfgNode
 
 from unikd_det.core import UniKDLoss, UniKDOptions
 
 from ..models import ModelOutput
-from .base import Distiller, cross_entropy, linear_warmup, register_distiller
+from .terms import LossTerm, TermContext, TermInputs, base_node, register_term
 
 
 def tapped_levels(output: ModelOutput, num_levels: int) -> list[Tensor]:
@@ -27,18 +27,18 @@ def authors_teacher_map(output: ModelOutput) -> Tensor:
     return maps[1]
 
 
-@register_distiller("unikd")
-class UniKD(Distiller):
-    """L = CE_WEIGHT * CE + ramp * (UniKD terms); the terms are alpha * L_FL, the teacher fit and beta * L_L."""
+@register_term("unikd")
+class UniKDTerm(LossTerm):
+    """The UniKD terms: alpha * L_FL, the teacher fit and beta * L_L (LOGIT_LOSS none leaves L_L to another
+    term of a hybrid, e.g. `HYBRID.TERMS: [unikd, nkd]`)."""
 
     CONFIG_NODE = "UNIKD"
 
     @classmethod
     def default_config(cls) -> CfgNode:
-        node = CfgNode()
+        node = base_node(ce_weight=1.0)
         node.MODE = "paper"  # paper | authors_code
         node.NUM_LEVELS = 2  # AFF fuses the last NUM_LEVELS entries of each model's stage features
-        node.CE_WEIGHT = 1.0
         node.ALPHA = 1.0
         node.BETA = 1.0
         node.LOGIT_LOSS = "kd"  # kd | dkd | none (authors_code always uses dkd)
@@ -54,16 +54,14 @@ class UniKD(Distiller):
         node.K_REDUCTION = "mean"  # mean | sum over the K labels
         node.SAMPLE_TEMPERATURE = 1.0  # authors_code only
         node.SUPP_WEIGHT = 1.0  # authors_code only
-        node.WARMUP_EPOCHS = 0.0
         node.AFF = CfgNode()
         node.AFF.ENABLED = True
         node.AFF.CHANNELS = 32
         return node
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: CfgNode, num_classes: int) -> None:
-        super().__init__(student, teacher, cfg, num_classes)
-        node = self.node
-        levels = node.NUM_LEVELS
+    def __init__(self, node: CfgNode, context: TermContext) -> None:
+        super().__init__(node, context)
+        student, teacher, levels = context.student, context.teacher, node.NUM_LEVELS
         for name, model in (("student", student), ("teacher", teacher)):
             if not 1 <= levels <= len(model.stage_channels):
                 raise ValueError(
@@ -75,15 +73,9 @@ class UniKD(Distiller):
             [teacher.stage_channels[1]] if self.authors_code else list(teacher.stage_channels[-levels:])
         )
         options = UniKDOptions.from_node(node)
-        self.unikd = UniKDLoss(list(student.stage_channels[-levels:]), teacher_channels, num_classes, options)
+        self.unikd = UniKDLoss(list(student.stage_channels[-levels:]), teacher_channels, context.num_classes, options)
 
-    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
-        node = self.node
-        out_t = self.teacher_outputs(images)
-        out_s = self.student(images)
-        feats_t = [authors_teacher_map(out_t)] if self.authors_code else tapped_levels(out_t, node.NUM_LEVELS)
-        terms = self.unikd(tapped_levels(out_s, node.NUM_LEVELS), feats_t, out_s.logits, out_t.logits, targets)
-        ramp = linear_warmup(progress, node.WARMUP_EPOCHS)
-        losses = {"loss_ce": node.CE_WEIGHT * cross_entropy(out_s.logits, targets)}
-        losses.update({name: ramp * value for name, value in terms.items()})
-        return out_s.logits, losses
+    def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
+        levels, out_s, out_t = self.node.NUM_LEVELS, inputs.student, inputs.teacher
+        feats_t = [authors_teacher_map(out_t)] if self.authors_code else tapped_levels(out_t, levels)
+        return self.unikd(tapped_levels(out_s, levels), feats_t, out_s.logits, out_t.logits, inputs.targets)

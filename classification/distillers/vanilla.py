@@ -12,6 +12,8 @@ class Vanilla(Distiller):
 
     NEEDS_TEACHER = False
 
-    def compute_losses(self, images: Tensor, targets: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_losses(
+        self, images: Tensor, targets: Tensor, progress: float, indices: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(images).logits
         return logits, {"loss_ce": cross_entropy(logits, targets)}

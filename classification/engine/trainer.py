@@ -54,7 +54,7 @@ def evaluate(model: nn.Module, loader: Any, channels_last: bool, autocast: Any) 
     was_training = model.training
     model.eval()
     meter = AccuracyMeter()
-    for images, targets in loader:
+    for images, targets, _ in loader:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():
@@ -77,7 +77,9 @@ class Trainer:
         student = build_model(cfg.MODEL.STUDENT, num_classes, family)
         teacher = build_teacher(cfg, num_classes, family)
         distiller_cls = get_distiller_class(cfg.DISTILLER.NAME)
-        self.distiller: Distiller = distiller_cls.from_config(cfg, student, teacher, num_classes, family)
+        self.distiller: Distiller = distiller_cls.from_config(
+            cfg, student, teacher, num_classes, family, train_labels=self.data.train_labels
+        )
         self.channels_last = use_channels_last(cfg, self.device)
         self.distiller.to(self.device)
         if self.channels_last:
@@ -156,11 +158,11 @@ class Trainer:
         meter, sums, steps = AccuracyMeter(), {}, len(loader)
         bar = tqdm(loader, total=steps, desc=f"epoch {self.epoch + 1}/{self.cfg.SOLVER.EPOCHS}",
                    disable=not self.cfg.TRAIN.PROGRESS, leave=False, mininterval=2.0)
-        for i, (images, targets) in enumerate(bar):
+        for i, (images, targets, indices) in enumerate(bar):
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             logits, losses = self.distiller.train_step(
-                images, targets, self.epoch + i / steps, self.optimizers, self.autocast
+                images, targets, self.epoch + i / steps, self.optimizers, self.autocast, indices
             )
             self.optimizers.end_iteration()
             meter.update(logits, targets)

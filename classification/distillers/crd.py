@@ -1,0 +1,53 @@
+"""Contrastive representation distillation (Tian et al., ICLR 2020) with the published memory bank: 128-d
+embeddings of the pooled features, a memory entry per training image for each network, 16384 negatives of
+other classes per anchor, NCE temperature 0.07, memory momentum 0.5, weight 0.8.
+
+The memory is keyed by the batch's training-set indices, which the loaders provide, and holds one row per
+training image (`train_labels`); it is part of the checkpoint, so resumed runs continue with it.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+from yacs.config import CfgNode
+
+from unikd_det.core.checks import check_choice
+from unikd_det.core.crd import CRDLoss, sample_contrast_indices
+
+from .terms import LossTerm, TermContext, TermInputs, base_node, register_term
+
+CONTRAST_MODES = ("exact", "relax")
+
+
+@register_term("crd")
+class CRDTerm(LossTerm):
+    """loss_crd = WEIGHT * (NCE of the student side + NCE of the teacher side)."""
+
+    CONFIG_NODE = "CRD"
+    NEEDS_INDICES = True
+
+    @classmethod
+    def default_config(cls) -> CfgNode:
+        node = base_node()
+        node.WEIGHT = 0.8
+        node.FEAT_DIM = 128
+        node.NCE_K = 16384
+        node.NCE_TEMPERATURE = 0.07
+        node.NCE_MOMENTUM = 0.5
+        node.MODE = "exact"  # exact: the positive is the anchor itself | relax: a sample of its class
+        return node
+
+    def __init__(self, node: CfgNode, context: TermContext) -> None:
+        super().__init__(node, context)
+        check_choice("CRD.MODE", node.MODE, CONTRAST_MODES)
+        if context.train_labels is None:
+            raise ValueError("CRD needs the training set's labels (train_labels) to size and sample its memory")
+        labels = context.train_labels.long()
+        self.register_buffer("train_labels", labels, persistent=False)
+        self.crd = CRDLoss(context.student.pooled_channels, context.teacher.pooled_channels, len(labels),
+                           node.FEAT_DIM, node.NCE_K, node.NCE_TEMPERATURE, node.NCE_MOMENTUM)
+
+    def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
+        index = inputs.indices.to(self.train_labels.device)
+        contrast = sample_contrast_indices(index, self.train_labels, self.node.NCE_K, mode=self.node.MODE)
+        loss = self.crd(inputs.student.pooled, inputs.teacher.pooled, index, contrast)
+        return {"loss_crd": self.node.WEIGHT * loss}

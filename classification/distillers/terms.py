@@ -1,0 +1,223 @@
+"""Loss terms and the distillers composed of them.
+
+Most methods add one or more terms to the student's cross-entropy: L = CE_WEIGHT * CE + sum_k ramp_k * L_k,
+where every term L_k compares the student's and the teacher's outputs on the same batch and ramps in
+linearly over its node's WARMUP_EPOCHS. A term is one `LossTerm` subclass decorated with `register_term`,
+which also registers the single-term distiller of the same name (`DISTILLER.NAME: fitnet`). Hybrids are
+configuration, not classes: `DISTILLER.NAME: hybrid` with `HYBRID.TERMS: [kd, fitnet]` sums the named terms,
+each configured by its own node, with the cross-entropy weight `HYBRID.CE_WEIGHT`.
+
+Every term node holds `CE_WEIGHT` (the cross-entropy weight when the term is the whole method; a hybrid
+uses `HYBRID.CE_WEIGHT` instead) and `WARMUP_EPOCHS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from yacs.config import CfgNode
+
+from ..models import ModelOutput
+from .base import Distiller, cross_entropy, linear_warmup, register_distiller
+
+
+@dataclass
+class TermInputs:
+    """What a term sees of one training step. `indices` are the batch's positions in the training set."""
+
+    images: Tensor
+    targets: Tensor
+    indices: Tensor | None
+    student: ModelOutput
+    teacher: ModelOutput
+    ce_weight: float
+
+
+@dataclass
+class TermContext:
+    """What a term is built from: the two networks, the class count, the input size and the training labels."""
+
+    student: nn.Module
+    teacher: nn.Module
+    num_classes: int
+    image_size: int
+    train_labels: Tensor | None
+
+
+class LossTerm(nn.Module):
+    """One distillation term; `forward` returns named, weighted scalars (before the warm-up ramp).
+
+    Terms own their trainable parts (regressors, embeddings), which train with the student's optimizer, and
+    may run extra forward passes of the student and teacher (MLKD's strong view) through `context`.
+    """
+
+    CONFIG_NODE: str = ""
+    NEEDS_INDICES = False
+
+    def __init__(self, node: CfgNode, context: TermContext) -> None:
+        super().__init__()
+        self.node = node
+
+    @classmethod
+    def default_config(cls) -> CfgNode:
+        """The node's defaults; subclasses extend `base_node()`."""
+        return base_node()
+
+    def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+def base_node(ce_weight: float = 1.0, warmup_epochs: float = 0.0) -> CfgNode:
+    """The keys every term node has."""
+    node = CfgNode()
+    node.CE_WEIGHT = ce_weight
+    node.WARMUP_EPOCHS = warmup_epochs
+    return node
+
+
+_TERMS: dict[str, type[LossTerm]] = {}
+
+
+def get_term_class(name: str) -> type[LossTerm]:
+    if name not in _TERMS:
+        raise KeyError(f"unknown loss term {name!r}; available: {', '.join(sorted(_TERMS))}")
+    return _TERMS[name]
+
+
+def registered_terms() -> dict[str, type[LossTerm]]:
+    return dict(_TERMS)
+
+
+class TermDistiller(Distiller):
+    """CE plus the sum of `term_names()` terms, all on one student and one teacher forward pass."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        cfg: CfgNode,
+        num_classes: int,
+        train_labels: Tensor | None = None,
+        image_size: int = 32,
+    ) -> None:
+        super().__init__(student, teacher, cfg, num_classes)
+        names = self.term_names()
+        if not names:
+            raise ValueError(f"{type(self).__name__} has no loss terms; list them in HYBRID.TERMS")
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss terms are listed more than once: {list(names)}")
+        context = TermContext(student, self.teacher, num_classes, image_size, train_labels)
+        self.terms = nn.ModuleDict({name: get_term_class(name)(cfg[get_term_class(name).CONFIG_NODE], context)
+                                    for name in names})
+        self.NEEDS_INDICES = any(term.NEEDS_INDICES for term in self.terms.values())
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: CfgNode,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        num_classes: int,
+        family: str,
+        train_labels: Tensor | None = None,
+    ) -> "TermDistiller":
+        return cls(student, teacher, cfg, num_classes, train_labels, input_size(cfg, family))
+
+    def term_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def ce_weight(self) -> float:
+        return self.node.CE_WEIGHT
+
+    def compute_losses(
+        self, images: Tensor, targets: Tensor, progress: float, indices: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.NEEDS_INDICES and indices is None:
+            raise ValueError(f"{', '.join(self.terms)} needs the batch's training-set indices")
+        out_t = self.teacher_outputs(images)
+        out_s = self.student(images)
+        inputs = TermInputs(images, targets, indices, out_s, out_t, self.ce_weight())
+        losses = {"loss_ce": inputs.ce_weight * cross_entropy(out_s.logits, targets)}
+        for name, term in self.terms.items():
+            ramp = linear_warmup(progress, term.node.WARMUP_EPOCHS)
+            for key, value in term(inputs).items():
+                if key in losses:
+                    raise KeyError(f"loss {key!r} of term {name!r} clashes with another term's loss")
+                losses[key] = ramp * value
+        return out_s.logits, losses
+
+
+def register_term(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
+    """Class decorator: register a LossTerm as `name`, and the distiller `name` made of it alone."""
+
+    def decorate(cls: type[LossTerm]) -> type[LossTerm]:
+        if name in _TERMS:
+            raise KeyError(f"loss term {name!r} is already registered")
+        _TERMS[name] = cls
+        single = type(
+            f"{cls.__name__}Distiller",
+            (TermDistiller,),
+            {
+                "CONFIG_NODE": cls.CONFIG_NODE,
+                "default_config": classmethod(lambda _: cls.default_config()),
+                "term_names": lambda self: (name,),
+                "__doc__": f"CE_WEIGHT * CE + the {name!r} term ({cls.__name__}).",
+            },
+        )
+        register_distiller(name)(single)
+        return cls
+
+    return decorate
+
+
+@register_distiller("hybrid")
+class Hybrid(TermDistiller):
+    """HYBRID.CE_WEIGHT * CE + the terms listed in HYBRID.TERMS, each configured by its own node."""
+
+    CONFIG_NODE = "HYBRID"
+
+    @classmethod
+    def default_config(cls) -> CfgNode:
+        node = CfgNode()
+        node.TERMS = []  # names of registered loss terms, e.g. [kd, fitnet]
+        node.CE_WEIGHT = 1.0
+        return node
+
+    def term_names(self) -> tuple[str, ...]:
+        return tuple(self.node.TERMS)
+
+
+def input_size(cfg: CfgNode, family: str) -> int:
+    """The side of the training images: 224 for ImageNet, the synthetic size, else 32 (CIFAR family)."""
+    if family == "imagenet":
+        return 224
+    return cfg.DATASET.SYNTHETIC.IMAGE_SIZE if cfg.DATASET.NAME == "synthetic" else 32
+
+
+def probe_outputs(model: nn.Module, image_size: int) -> ModelOutput:
+    """A model's outputs on two blank images, to read feature shapes (BatchNorm statistics untouched)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, image_size, image_size, device=next(model.parameters()).device))
+    model.train(was_training)
+    return out
+
+
+def match_spatial(feat: Tensor, size: tuple[int, int]) -> Tensor:
+    """`feat` at spatial `size`: average-pooled when larger, bilinearly upsampled when smaller."""
+    if tuple(feat.shape[-2:]) == tuple(size):
+        return feat
+    if feat.shape[-2] >= size[0] and feat.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(feat, size)
+    return F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+
+
+def pair_from_deepest(feats_s: list[Tensor], feats_t: list[Tensor], count: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """The last `count` (default: as many as both have) student/teacher features, deepest aligned."""
+    count = min(len(feats_s), len(feats_t)) if count is None else count
+    return list(zip(feats_s[len(feats_s) - count :], feats_t[len(feats_t) - count :]))
+
