@@ -1,0 +1,225 @@
+"""The shipped per-pair configs, generated from one table: `python -m classification.catalog [--out DIR]`.
+
+Every teacher -> student pair of the papers' tables (11 CIFAR-100 pairs, 2 ImageNet pairs, and the
+Fashion-MNIST bench pair) gets one file per method in `configs/<dataset>/<pair>/`, holding that method's
+published hyper-parameters for the pair (DKD's beta per pair, ReviewKD's weight 5 on resnet32x4 ->
+resnet8x4, LR 0.01 for ShuffleNet/MobileNet students, the ImageNet temperatures). Writing them from this
+table keeps hundreds of files consistent; a test checks the shipped files equal what it writes.
+"""
+from __future__ import annotations
+
+import argparse
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    teacher: str
+    student: str
+    dkd_beta: float = 8.0
+    lr: float | None = None  # None: the data set's base LR
+    reviewkd_weight: float = 1.0
+    extra_methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataSetting:
+    name: str  # folder under configs/ and output/
+    base: str  # base config file in that folder
+    warmup_epochs: float  # DKD / ReviewKD / MLKD loss warm-up
+    temperature: float  # KD-family temperature
+    kd_ce_weight: float  # KD's CE / KD weights (0.1 / 0.9 on CIFAR, 0.5 / 0.5 on ImageNet)
+    kd_weight: float
+    dkd_alpha: float
+    unikd_logit_loss: str  # UniKD's logit term: dkd (as the authors' code) or kd (the paper's Eq. 1)
+    nkd_temperature: float = 3.0  # NKD's CIFAR-100 config (its ImageNet config: T 1, gamma 1.5)
+    nkd_gamma: float = 3.5
+    teacher_checkpoint: dict[str, str] = field(default_factory=dict)  # arch -> path; default under output/
+    pairs: tuple[Pair, ...] = ()
+
+
+CIFAR_PAIRS = (
+    Pair("res56_res20", "resnet56", "resnet20", dkd_beta=2.0),
+    Pair("res110_res32", "resnet110", "resnet32", dkd_beta=2.0),
+    Pair("res32x4_res8x4", "resnet32x4", "resnet8x4", reviewkd_weight=5.0,
+         extra_methods=("unikd_authors", "unikd_kd", "unikd_nkd", "unikd_mlkd")),
+    Pair("wrn40_2_wrn16_2", "wrn_40_2", "wrn_16_2", dkd_beta=6.0),
+    Pair("wrn40_2_wrn40_1", "wrn_40_2", "wrn_40_1", dkd_beta=6.0),
+    Pair("vgg13_vgg8", "vgg13", "vgg8", dkd_beta=6.0),
+    Pair("res32x4_shv1", "resnet32x4", "ShuffleV1", lr=0.01),
+    Pair("wrn40_2_shv1", "wrn_40_2", "ShuffleV1", lr=0.01),
+    Pair("vgg13_mv2", "vgg13", "MobileNetV2", dkd_beta=6.0, lr=0.01),
+    Pair("res50_mv2", "ResNet50", "MobileNetV2", lr=0.01),
+    Pair("res32x4_shv2", "resnet32x4", "ShuffleV2", lr=0.01),
+)
+
+IMAGENET_PAIRS = (
+    Pair("res34_res18", "ResNet34", "ResNet18", dkd_beta=0.5),
+    Pair("res50_mv1", "ResNet50", "MobileNetV1", dkd_beta=2.0),
+)
+
+SETTINGS = (
+    DataSetting("cifar100", "Base-CIFAR100.yaml", 20.0, 4.0, 0.1, 0.9, 1.0, "dkd", pairs=CIFAR_PAIRS),
+    DataSetting(
+        "imagenet", "Base-ImageNet.yaml", 1.0, 1.0, 0.5, 0.5, 0.5, "dkd", 1.0, 1.5,
+        teacher_checkpoint={
+            "ResNet34": "pretrained/resnet34-b627a593.pth",
+            "ResNet50": "pretrained/resnet50-0676ba61.pth",
+        },
+        pairs=IMAGENET_PAIRS,
+    ),
+    DataSetting(
+        "fashion_mnist", "Base-FashionMNIST.yaml", 1.0, 4.0, 0.1, 0.9, 1.0, "kd",
+        pairs=(Pair("res56_res20", "resnet56", "resnet20", dkd_beta=2.0),),
+    ),
+)
+
+METHODS = (
+    "vanilla", "kd", "dkd", "fitnet", "at", "sp", "rkd", "ofd", "crd", "reviewkd", "nkd", "nkd_star", "mlkd",
+    "kd_fitnet", "kd_crd", "dkd_reviewkd", "mlkd_reviewkd", "unikd", "slkd",
+)
+
+
+def _logit_nodes(setting: DataSetting, pair: Pair) -> dict[str, dict[str, Any]]:
+    """The nodes of the logit terms with the setting's and the pair's published values."""
+    warm, temp = setting.warmup_epochs, setting.temperature
+    return {
+        "KD": {"TEMPERATURE": temp, "CE_WEIGHT": setting.kd_ce_weight, "KD_WEIGHT": setting.kd_weight},
+        "DKD": {"ALPHA": setting.dkd_alpha, "BETA": pair.dkd_beta, "TEMPERATURE": temp, "WARMUP_EPOCHS": warm},
+        "NKD": {"TEMPERATURE": setting.nkd_temperature, "GAMMA": setting.nkd_gamma},
+        "MLKD": {"CE_WEIGHT": 0.1, "KD_WEIGHT": 0.9, "TEMPERATURES": [4.0, 3.0, 5.0, 2.0, 6.0]},
+        "REVIEWKD": {"WEIGHT": pair.reviewkd_weight, "WARMUP_EPOCHS": warm},
+    }
+
+
+def _hybrid(terms: list[str], ce_weight: float = 1.0) -> dict[str, Any]:
+    return {"DISTILLER": {"NAME": "hybrid"}, "HYBRID": {"TERMS": terms, "CE_WEIGHT": ce_weight}}
+
+
+def _unikd_node(setting: DataSetting, pair: Pair, logit_loss: str) -> dict[str, Any]:
+    node = {"MODE": "paper", "NUM_LEVELS": 2, "ALPHA": 1.0, "BETA": 1.0, "LOGIT_LOSS": logit_loss,
+            "TEMPERATURE": setting.temperature, "WARMUP_EPOCHS": setting.warmup_epochs, "AFF": {"CHANNELS": 32}}
+    if logit_loss == "dkd":
+        node.update({"DKD_ALPHA": setting.dkd_alpha, "DKD_BETA": pair.dkd_beta})
+    return node
+
+
+def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, dict[str, Any]]:
+    """(header comment, config content) of `method` on `pair`, without MODEL / _BASE_ / OUTPUT_DIR."""
+    logit = _logit_nodes(setting, pair)
+    kd, dkd, rev = logit["KD"], logit["DKD"], logit["REVIEWKD"]
+    dkd_text = f"DKD alpha {dkd['ALPHA']:g}, beta {dkd['BETA']:g}, T {dkd['TEMPERATURE']:g}, {dkd['WARMUP_EPOCHS']:g}-epoch warm-up"
+    kd_text = f"KD T {kd['TEMPERATURE']:g}, CE {kd['CE_WEIGHT']:g}, KD {kd['KD_WEIGHT']:g}"
+    rev_text = f"ReviewKD weight {rev['WEIGHT']:g}, {rev['WARMUP_EPOCHS']:g}-epoch warm-up"
+    single = {
+        "vanilla": ("the student alone, cross-entropy only", {}),
+        "kd": (kd_text, {"KD": kd}),
+        "dkd": (dkd_text, {"DKD": dkd}),
+        "fitnet": ("FitNet: hint at stage 2 through a conv regressor, MSE weight 100", {}),
+        "at": ("attention transfer: p 2, weight 1000 over the stage outputs", {}),
+        "sp": ("similarity-preserving KD on the last stage, weight 3000", {}),
+        "rkd": ("relational KD on the pooled features: distance 25, angle 50", {}),
+        "ofd": ("overhaul feature distillation: margin ReLU target, partial L2, weight 1e-3", {}),
+        "crd": ("CRD: 128-d embeddings, 16384 negatives of other classes, NCE T 0.07, momentum 0.5, weight 0.8", {}),
+        "reviewkd": (rev_text, {"REVIEWKD": rev}),
+        "nkd": (f"NKD: T {setting.nkd_temperature:g}, gamma {setting.nkd_gamma:g}", {"NKD": logit["NKD"]}),
+        "mlkd": ("MLKD: weak and strong views, CE 0.1 on each, KD 0.9, temperatures 4, 3, 5, 2, 6",
+                 {"MLKD": logit["MLKD"]}),
+    }
+    if method in single:
+        text, nodes = single[method]
+        return text, {"DISTILLER": {"NAME": method}, **nodes}
+    hybrids = {
+        "nkd_star": ("NKD* = NKD + DKD (" + dkd_text + ")", ["nkd", "dkd"], 1.0, {"NKD": logit["NKD"], "DKD": dkd}),
+        "kd_fitnet": ("KD + FitNet (" + kd_text + ")", ["kd", "fitnet"], kd["CE_WEIGHT"], {"KD": kd}),
+        "kd_crd": ("KD + CRD as in the CRD paper: CE 1, KD 1 (T 4), CRD 0.8", ["kd", "crd"], 1.0,
+                   {"KD": {**kd, "KD_WEIGHT": 1.0}}),
+        "dkd_reviewkd": (f"DKD + ReviewKD ({dkd_text}; {rev_text})", ["dkd", "reviewkd"], 1.0,
+                         {"DKD": dkd, "REVIEWKD": rev}),
+        "mlkd_reviewkd": (f"MLKD + ReviewKD (MLKD's CE 0.1; {rev_text})", ["mlkd", "reviewkd"], 0.1,
+                          {"MLKD": logit["MLKD"], "REVIEWKD": rev}),
+        "unikd_kd": ("UniKD feature terms + KD as the logit term", ["unikd", "kd"], 1.0,
+                     {"UNIKD": _unikd_node(setting, pair, "none"), "KD": {**kd, "KD_WEIGHT": 1.0}}),
+        "unikd_nkd": ("UniKD feature terms + NKD as the logit term", ["unikd", "nkd"], 1.0,
+                      {"UNIKD": _unikd_node(setting, pair, "none"), "NKD": logit["NKD"]}),
+        "unikd_mlkd": ("UniKD feature terms + MLKD as the logit term (MLKD's CE 0.1)", ["unikd", "mlkd"], 0.1,
+                       {"UNIKD": _unikd_node(setting, pair, "none"), "MLKD": logit["MLKD"]}),
+    }
+    if method in hybrids:
+        text, terms, ce, nodes = hybrids[method]
+        return text, {**_hybrid(terms, ce), **nodes}
+    if method == "unikd":
+        logit_text = dkd_text if setting.unikd_logit_loss == "dkd" else f"KD, T {setting.temperature:g}"
+        return (f"UniKD, paper mode: AFF (C 32) over the last two stages, Gaussian KL (alpha 1), teacher fit, "
+                f"and {logit_text} as the logit term",
+                {"DISTILLER": {"NAME": "unikd"}, "UNIKD": _unikd_node(setting, pair, setting.unikd_logit_loss)})
+    if method == "unikd_authors":
+        return ("UniKD as the authors' public code computes it (DESIGN section 3): separate FDPs, the teacher's "
+                f"stage-1 pre-activation map, sampled logits at tau' 1, the supplementary term, and {dkd_text}",
+                {"DISTILLER": {"NAME": "unikd"},
+                 "UNIKD": {"MODE": "authors_code", "TEMPERATURE": setting.temperature,
+                           "DKD_ALPHA": setting.dkd_alpha, "DKD_BETA": pair.dkd_beta, "SAMPLE_TEMPERATURE": 1.0,
+                           "SUPP_WEIGHT": 1.0, "WARMUP_EPOCHS": setting.warmup_epochs}})
+    if method == "slkd":
+        return (f"SLKD: two {pair.teacher} SL-Ts trained alongside, {kd_text}, fused 0.5/0.5, not detached",
+                {"DISTILLER": {"NAME": "slkd"},
+                 "SLKD": {"NUM_SLT": 2, "FUSION_WEIGHTS": [0.5, 0.5], "TEMPERATURE": kd["TEMPERATURE"],
+                          "CE_WEIGHT": kd["CE_WEIGHT"], "KD_WEIGHT": kd["KD_WEIGHT"]}})
+    raise KeyError(f"unknown catalog method {method!r}")
+
+
+def render(setting: DataSetting, pair: Pair, method: str) -> str:
+    """The YAML text of one shipped config."""
+    text, content = method_config(setting, pair, method)
+    model: dict[str, Any] = {"STUDENT": pair.student}
+    if method != "vanilla":
+        checkpoint = setting.teacher_checkpoint.get(pair.teacher, f"output/{setting.name}/teachers/{pair.teacher}/last.pth")
+        model.update({"TEACHER": pair.teacher, "TEACHER_CHECKPOINT": checkpoint})
+    full: dict[str, Any] = {"_BASE_": f"../{setting.base}", "MODEL": model}
+    if pair.lr is not None:
+        full["SOLVER"] = {"LR": pair.lr}
+    full.update(content)
+    full["OUTPUT_DIR"] = f"output/{setting.name}/{pair.name}/{method}"
+    lines = textwrap.wrap(f"{pair.teacher} -> {pair.student}: {text}.", 108)
+    lines.append("Generated by `python -m classification.catalog`; edit the table there.")
+    header = "".join(f"# {line}\n" for line in lines)
+    return header + yaml.safe_dump(full, sort_keys=False, default_flow_style=None, width=110)
+
+
+def all_configs() -> dict[Path, str]:
+    """Relative path -> YAML text of every generated config."""
+    files = {}
+    for setting in SETTINGS:
+        for pair in setting.pairs:
+            for method in METHODS + pair.extra_methods:
+                files[Path(setting.name) / pair.name / f"{method}.yaml"] = render(setting, pair, method)
+    return files
+
+
+def write_configs(out_dir: Path) -> list[Path]:
+    written = []
+    for relative, text in all_configs().items():
+        path = out_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=CONFIG_ROOT, help="config root to write into")
+    args = parser.parse_args(argv)
+    print(f"wrote {len(write_configs(args.out))} configs under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
