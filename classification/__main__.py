@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--speed", action="store_true", help="time the distillers' training steps")
     bench.add_argument("--student", default="resnet8x4")
     bench.add_argument("--teacher", default="resnet32x4")
-    bench.add_argument("--methods", nargs="+", default=["kd", "dkd", "unikd", "slkd"])
+    bench.add_argument("--methods", nargs="+", help='methods to time (default: all, and hybrids such as "kd+fitnet")')
     bench.add_argument("--batch-size", type=int, default=64)
     bench.add_argument("--steps", type=int, default=10, help="timed steps per round")
     bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median step is reported")

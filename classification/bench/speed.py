@@ -7,6 +7,8 @@ Measured in one process, interleaved over rounds so machine noise hits every var
   d: a vanilla training step of the teacher architecture (SLKD trains NUM_SLT of those);
   c: a full training step of each distiller.
 It prints c / (a + b) for every method and, for SLKD, c / (a + b + NUM_SLT * d), plus peak memory on CUDA.
+A method is a registered distiller name or a hybrid written as its terms joined by "+" (`kd+fitnet`); by
+default every registered method and the papers' hybrids are timed. CRD's memory has CIFAR-100's 50000 rows.
 """
 from __future__ import annotations
 
@@ -19,12 +21,31 @@ import torch
 from torch import nn
 
 from ..config import get_cfg
-from ..distillers import get_distiller_class
+from ..distillers import get_distiller_class, registered_distillers
 from ..engine.optim import build_optimizers
 from ..engine.runtime import autocast_factory, resolve_device, use_channels_last
 from ..models import build_model
 
 NUM_CLASSES = 100
+NUM_TRAIN = 50_000  # rows of per-sample memories (CRD), as on CIFAR-100
+PAPER_HYBRIDS = ("nkd+dkd", "kd+fitnet", "kd+crd", "dkd+reviewkd", "mlkd+reviewkd")
+
+
+def default_methods() -> list[str]:
+    """Every registered method (vanilla and the generic hybrid aside) and the papers' hybrids."""
+    return [name for name in registered_distillers() if name not in ("vanilla", "hybrid")] + list(PAPER_HYBRIDS)
+
+
+def _method_config(cfg, method: str):
+    """cfg running `method`: a distiller name, or "a+b" for the hybrid of terms a and b."""
+    node = cfg.clone()
+    node.defrost()
+    if "+" in method:
+        node.DISTILLER.NAME = "hybrid"
+        node.HYBRID.TERMS = method.split("+")
+    else:
+        node.DISTILLER.NAME = method
+    return node
 
 
 def _sync(device: torch.device) -> None:
@@ -34,11 +55,12 @@ def _sync(device: torch.device) -> None:
 
 def _train_step_fn(cfg, method: str, teacher: nn.Module, device: torch.device, images, targets) -> Callable[[], None]:
     """A closure running one full training step of `method` (built fresh, random weights)."""
-    node = cfg.clone()
-    node.defrost()
-    node.DISTILLER.NAME = method
+    node = _method_config(cfg, method)
     student = build_model(node.MODEL.STUDENT, NUM_CLASSES)
-    distiller = get_distiller_class(method).from_config(node, student, teacher, NUM_CLASSES, "cifar").to(device)
+    train_labels = torch.arange(NUM_TRAIN, device=device) % NUM_CLASSES
+    distiller = get_distiller_class(node.DISTILLER.NAME).from_config(
+        node, student, teacher, NUM_CLASSES, "cifar", train_labels=train_labels
+    ).to(device)
     if use_channels_last(node, device):
         distiller.to(memory_format=torch.channels_last)
     autocast, needs_scaler = autocast_factory(node, device)
@@ -46,8 +68,10 @@ def _train_step_fn(cfg, method: str, teacher: nn.Module, device: torch.device, i
     optimizers, _ = build_optimizers(distiller.optimizer_param_groups(), node.SOLVER, scaler)
     distiller.train()
 
+    indices = torch.randperm(NUM_TRAIN, device=device)[: len(targets)]
+
     def step() -> None:
-        distiller.train_step(images, targets, 100.0, optimizers, autocast)
+        distiller.train_step(images, targets, 100.0, optimizers, autocast, indices)
         optimizers.end_iteration()
 
     return step
@@ -98,7 +122,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, float]:
     teacher_cfg = cfg.clone()
     teacher_cfg.MODEL.STUDENT = args.teacher
     fns["teacher-arch step (d)"] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets)
-    for method in args.methods:
+    methods = args.methods or default_methods()
+    for method in methods:
         fns[method] = _train_step_fn(cfg, method, teacher, device, images, targets)
 
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -117,7 +142,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, float]:
     for name in ("student (a)", "teacher forward (b)", "teacher-arch step (d)"):
         print(f"| {name} | {1000 * median[name]:.1f} | | | {_fmt(_peak_memory(fns[name], device))} |")
     ratios = {}
-    for method in args.methods:
+    for method in methods:
         c = median[method]
         if method == "slkd":
             ratio, target = c / (a + b + num_slt * d), "<= 1.05 x (a+b+2d)"
