@@ -366,3 +366,18 @@ def test_crd_loss_gradients_and_memory():
     assert set(dict(crd.named_buffers())) == {"memory.memory_s", "memory.memory_t", "memory.z_s", "memory.z_t"}
     with pytest.raises(ValueError):
         crd(f_s, f_t, index, contrast[:, :5])  # not nce_k + 1 columns
+
+
+def test_contrast_memory_dense_and_gathered_scoring_agree(monkeypatch):
+    import unikd_det.core.crd as crd_module
+
+    outputs = []
+    for factor in (crd_module.DENSE_SCORING_FACTOR, 0):  # 10 rows <= 4 * 3 contrasts: dense; factor 0: gather
+        monkeypatch.setattr(crd_module, "DENSE_SCORING_FACTOR", factor)
+        mem, v_s, v_t, index, contrast = _fixed_memory()
+        v_s.requires_grad_(True)
+        out_s, out_t = mem(v_s, v_t, index, contrast)
+        out_s.sum().backward()
+        outputs.append((out_s.detach(), out_t, v_s.grad))
+    for dense, gathered in zip(*outputs):
+        assert torch.allclose(dense, gathered, rtol=1e-6)
