@@ -60,3 +60,35 @@ def test_unexpected_key_is_an_error():
         assert "head.weight" in str(error)
     else:
         raise AssertionError("an unknown key must raise KeyError")
+
+
+def test_converted_mobilenet_v2_matches_torchvision(tmp_path):
+    from detectron2.modeling import build_backbone
+
+    from unikd_det import add_distill_config
+
+    torch.manual_seed(0)
+    reference = torchvision.models.mobilenet_v2(weights=None).eval()
+    for module in reference.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    source, output = tmp_path / "mv2.pth", tmp_path / "mv2.pkl"
+    torch.save(reference.state_dict(), source)
+    load_tool().main([str(source), str(output)])
+    with open(output, "rb") as f:
+        keys = set(pickle.load(f)["model"])
+    assert not any(k.startswith(("classifier.", "features.18.")) for k in keys)
+
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = "build_mobilenetv2_fpn_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    backbone = build_backbone(cfg).eval()  # FrozenBN, as the COCO config
+    DetectionCheckpointer(backbone).load(str(output))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference.features[:18](x)
+        actual = backbone.bottom_up(x)["res5"]
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)

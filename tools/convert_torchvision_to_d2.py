@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""Convert a torchvision ImageNet ResNet checkpoint to Detectron2's ResNet key names.
+"""Convert a torchvision ImageNet ResNet-18/34/50 or MobileNetV2 checkpoint for a Detectron2 backbone.
 
     python tools/convert_torchvision_to_d2.py resnet18-f37072fd.pth pretrained/R-18-torchvision.pkl
+    python tools/convert_torchvision_to_d2.py mobilenet_v2-b0353104.pth pretrained/MV2-torchvision.pkl
 
-The result loads as MODEL.WEIGHTS of a `build_resnet_fpn_backbone` student. torchvision models
-expect RGB input normalised with the ImageNet mean/std in 0-255 units and put the stride in the
-3x3 conv, so the student config needs: INPUT.FORMAT RGB, MODEL.PIXEL_MEAN [123.675, 116.28,
-103.53], MODEL.PIXEL_STD [58.395, 57.12, 57.375], MODEL.RESNETS.STRIDE_IN_1X1 False
-(configs/COCO/Base-R18-R101.yaml does this).
+ResNet keys are renamed to Detectron2's ResNet names and load as MODEL.WEIGHTS of a
+`build_resnet_fpn_backbone` student. MobileNetV2 keys keep torchvision's names, which
+`build_mobilenetv2_fpn_backbone` (unikd_det/mobilenet_fpn.py) uses; the classifier and the final
+1280-channel conv are dropped. torchvision models expect RGB input normalised with the ImageNet
+mean/std in 0-255 units, so the student config needs INPUT.FORMAT RGB, MODEL.PIXEL_MEAN [123.675,
+116.28, 103.53] and MODEL.PIXEL_STD [58.395, 57.12, 57.375]; torchvision ResNets put the stride in the
+3x3 conv, so they also need MODEL.RESNETS.STRIDE_IN_1X1 False (configs/COCO/Base-R18-R101.yaml and
+Base-MV2-R50.yaml do this).
 """
 from __future__ import annotations
 
@@ -40,10 +44,21 @@ def convert_key(key: str) -> str | None:
     raise KeyError(f"unexpected torchvision ResNet key {key!r}")
 
 
+def convert_mobilenet_v2_key(key: str) -> str | None:
+    """The backbone name of a torchvision MobileNetV2 key (unchanged); None for the classifier parts."""
+    if key.startswith(("classifier.", "features.18.")) or key.endswith("num_batches_tracked"):
+        return None
+    if not key.startswith("features."):
+        raise KeyError(f"unexpected torchvision MobileNetV2 key {key!r}")
+    return key
+
+
 def convert(state: dict[str, torch.Tensor]) -> dict[str, "numpy.ndarray"]:  # noqa: F821
+    """Detectron2 weights of a ResNet or (keys under `features.`) MobileNetV2 state dict."""
+    rename = convert_mobilenet_v2_key if any(k.startswith("features.") for k in state) else convert_key
     converted = {}
     for key, value in state.items():
-        new_key = convert_key(key)
+        new_key = rename(key)
         if new_key is not None:
             converted[new_key] = value.detach().cpu().numpy()
     return converted
@@ -51,7 +66,7 @@ def convert(state: dict[str, torch.Tensor]) -> dict[str, "numpy.ndarray"]:  # no
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="torchvision ResNet state_dict (.pth)")
+    parser.add_argument("source", help="torchvision ResNet or MobileNetV2 state_dict (.pth)")
     parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
     args = parser.parse_args(argv)
     source = Path(args.source)

@@ -1,4 +1,5 @@
-"""UniKD for Detectron2: importing this package registers `DistillRCNN` and the distillation terms.
+"""UniKD for Detectron2: importing this package registers `DistillRCNN`, the distillation terms and the
+MobileNetV2-FPN backbone.
 
 `unikd_det.core` (the loss core) is pure PyTorch and imports without Detectron2.
 """

@@ -5,13 +5,16 @@ independent sub-node with an `ENABLED` switch, so terms combine freely (ROI KD +
 """
 from detectron2.config import CfgNode as CN
 
+from .mobilenet_fpn import add_mobilenetv2_config
+
 ROI_LOSSES = ("kl", "dkd")
 ROI_BACKGROUND_MODES = ("all", "fg")
 UNIKD_LOGIT_LOSSES = ("kl", "dkd", "none")
 
 
 def add_distill_config(cfg: CN) -> None:
-    """Add the `DISTILL` node (DESIGN section 5) with its defaults to `cfg`, in place."""
+    """Add the `DISTILL` node (DESIGN section 5) and `MODEL.MOBILENETV2` with their defaults to `cfg`, in place."""
+    add_mobilenetv2_config(cfg)
     _C = cfg
     _C.DISTILL = CN()
     # Architecture the wrapped student is built with (any GeneralizedRCNN subclass).
