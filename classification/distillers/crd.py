@@ -11,7 +11,7 @@ from torch import Tensor
 from yacs.config import CfgNode
 
 from unikd_det.core.checks import check_choice
-from unikd_det.core.crd import CRDLoss, sample_contrast_indices
+from unikd_det.core.crd import ContrastSampler, CRDLoss
 
 from .terms import LossTerm, TermContext, TermInputs, base_node, register_term
 
@@ -41,13 +41,13 @@ class CRDTerm(LossTerm):
         check_choice("CRD.MODE", node.MODE, CONTRAST_MODES)
         if context.train_labels is None:
             raise ValueError("CRD needs the training set's labels (train_labels) to size and sample its memory")
-        labels = context.train_labels.long()
-        self.register_buffer("train_labels", labels, persistent=False)
-        self.crd = CRDLoss(context.student.pooled_channels, context.teacher.pooled_channels, len(labels),
-                           node.FEAT_DIM, node.NCE_K, node.NCE_TEMPERATURE, node.NCE_MOMENTUM)
+        self.sampler = ContrastSampler(context.train_labels.long())
+        self.crd = CRDLoss(context.student.pooled_channels, context.teacher.pooled_channels,
+                           self.sampler.num_data, node.FEAT_DIM, node.NCE_K, node.NCE_TEMPERATURE,
+                           node.NCE_MOMENTUM)
 
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
-        index = inputs.indices.to(self.train_labels.device)
-        contrast = sample_contrast_indices(index, self.train_labels, self.node.NCE_K, mode=self.node.MODE)
+        index = inputs.indices.to(self.sampler.order.device)
+        contrast = self.sampler(index, self.node.NCE_K, mode=self.node.MODE)
         loss = self.crd(inputs.student.pooled, inputs.teacher.pooled, index, contrast)
         return {"loss_crd": self.node.WEIGHT * loss}

@@ -8,7 +8,7 @@ Logit / representation baselines: NKD (nkd), multi-level logit KD (mlkd) and CRD
 """
 from .aff import AdaptiveFeatureFusion
 from .attention import at_loss, attention_map
-from .crd import CRDLoss, ContrastMemory, Embed, nce_loss, sample_contrast_indices
+from .crd import CRDLoss, ContrastMemory, ContrastSampler, Embed, nce_loss, sample_contrast_indices
 from .fdp import FeatureDistributionPredictor
 from .gaussian import gaussian_kl, gaussian_nll
 from .hint import HintRegressor, hint_loss
@@ -33,6 +33,7 @@ __all__ = [
     "AttentionBasedFusion",
     "CRDLoss",
     "ContrastMemory",
+    "ContrastSampler",
     "Embed",
     "FeatureDistributionPredictor",
     "HintRegressor",

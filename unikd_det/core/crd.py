@@ -181,6 +181,57 @@ def _uniform_below(high: Tensor, count: int, generator: torch.Generator | None) 
     return torch.minimum((u * high[:, None]).long(), high[:, None] - 1)
 
 
+class ContrastSampler(nn.Module):
+    """Contrast indices [N, K+1] for batches of training-set ids, over the fixed labels of the whole set.
+
+    Negatives (columns 1..K) are drawn uniformly, with replacement, from the training samples of other
+    classes than the anchor's. Column 0 is the positive: the anchor itself in "exact" mode, a uniformly
+    drawn sample of the anchor's class (possibly itself) in "relax" mode, as in RepDistiller's CIFAR-100
+    sampler. Vectorised: the samples are sorted by label once, at construction (non-persistent buffers,
+    so they follow `.to()` but stay out of checkpoints), and row r draws positions in the complement of
+    its class's range.
+    """
+
+    def __init__(self, labels: Tensor) -> None:
+        super().__init__()
+        if labels.dim() != 1 or labels.numel() == 0 or not _is_integer(labels):
+            raise ValueError(
+                f"labels must be a non-empty integer tensor [num_data], got {labels.dtype} {tuple(labels.shape)}"
+            )
+        order, start, end = _class_ranges(labels)
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("class_start", start, persistent=False)
+        self.register_buffer("class_end", end, persistent=False)
+
+    @property
+    def num_data(self) -> int:
+        return self.order.shape[0]
+
+    def forward(
+        self, index: Tensor, num_negatives: int, generator: torch.Generator | None = None, mode: str = "exact"
+    ) -> Tensor:
+        check_choice("mode", mode, _MODES)
+        if index.dim() != 1 or not _is_integer(index):
+            raise ValueError(f"index must be an integer tensor [N], got {index.dtype} {tuple(index.shape)}")
+        if num_negatives <= 0:
+            raise ValueError(f"num_negatives must be > 0, got {num_negatives}")
+        num_data = self.num_data
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_data):
+            raise ValueError(f"index values must lie in [0, {num_data})")
+        index = index.long().to(self.order.device)
+        start, end = self.class_start[index], self.class_end[index]
+        class_size = end - start
+        if bool((class_size == num_data).any()):
+            raise ValueError("an anchor's class holds every training sample, so it has no negatives")
+        offset = _uniform_below(num_data - class_size, num_negatives, generator)
+        negatives = self.order[offset + (offset >= start[:, None]) * class_size[:, None]]
+        if mode == "exact":
+            positive = index
+        else:
+            positive = self.order[start + _uniform_below(class_size, 1, generator)[:, 0]]
+        return torch.cat([positive[:, None], negatives], dim=1)
+
+
 def sample_contrast_indices(
     index: Tensor,
     labels: Tensor,
@@ -188,37 +239,11 @@ def sample_contrast_indices(
     generator: torch.Generator | None = None,
     mode: str = "exact",
 ) -> Tensor:
-    """Contrast indices [N, K+1] for the batch `index` ([N] ids into the training set).
+    """One draw of ContrastSampler(labels): contrast indices [N, K+1] for the batch `index`.
 
-    Negatives (columns 1..K) are drawn uniformly, with replacement, from the training samples of other
-    classes than the anchor's (`labels` [num_data] are the labels of the whole training set). Column 0
-    is the positive: the anchor itself in "exact" mode, a uniformly drawn sample of the anchor's class
-    (possibly itself) in "relax" mode, as in RepDistiller's CIFAR-100 sampler. Vectorised: the samples
-    are sorted by label once, and row r draws positions in the complement of its class's range.
+    Training loops, which draw every step from the same labels, should keep a ContrastSampler instead.
     """
-    check_choice("mode", mode, _MODES)
-    if labels.dim() != 1 or labels.numel() == 0 or not _is_integer(labels):
-        raise ValueError(f"labels must be a non-empty integer tensor [num_data], got {labels.dtype} {tuple(labels.shape)}")
-    if index.dim() != 1 or not _is_integer(index):
-        raise ValueError(f"index must be an integer tensor [N], got {index.dtype} {tuple(index.shape)}")
-    if num_negatives <= 0:
-        raise ValueError(f"num_negatives must be > 0, got {num_negatives}")
-    num_data = labels.shape[0]
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_data):
-        raise ValueError(f"index values must lie in [0, {num_data})")
-    index = index.long().to(labels.device)
-    order, start, end = _class_ranges(labels)
-    start, end = start[index], end[index]
-    class_size = end - start
-    if bool((class_size == num_data).any()):
-        raise ValueError("an anchor's class holds every training sample, so it has no negatives")
-    offset = _uniform_below(num_data - class_size, num_negatives, generator)
-    negatives = order[offset + (offset >= start[:, None]) * class_size[:, None]]
-    if mode == "exact":
-        positive = index
-    else:
-        positive = order[start + _uniform_below(class_size, 1, generator)[:, 0]]
-    return torch.cat([positive[:, None], negatives], dim=1)
+    return ContrastSampler(labels)(index, num_negatives, generator, mode)
 
 
 class CRDLoss(nn.Module):
