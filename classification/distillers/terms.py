@@ -110,8 +110,8 @@ class TermDistiller(Distiller):
         if len(set(names)) != len(names):
             raise ValueError(f"loss terms are listed more than once: {list(names)}")
         context = TermContext(student, self.teacher, num_classes, image_size, train_labels)
-        self.terms = nn.ModuleDict({name: get_term_class(name)(cfg[get_term_class(name).CONFIG_NODE], context)
-                                    for name in names})
+        classes = {name: get_term_class(name) for name in names}
+        self.terms = nn.ModuleDict({name: cls(cfg[cls.CONFIG_NODE], context) for name, cls in classes.items()})
         self.NEEDS_INDICES = any(term.NEEDS_INDICES for term in self.terms.values())
 
     @classmethod
