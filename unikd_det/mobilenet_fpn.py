@@ -80,18 +80,17 @@ class MobileNetV2(Backbone):
             raise ValueError(f"MODEL.MOBILENETV2.OUT_FEATURES: unknown {sorted(unknown)}; choose from {list(STAGE_ENDS)}")
         channels = make_divisible(32 * width_mult)
         blocks: list[nn.Module] = [conv_norm_relu6(3, channels, 3, 2, 1, norm)]
-        stage_channels = {}
+        block_channels = [channels]
         for expansion, out, repeats, stride in INVERTED_RESIDUAL_SETTING:
             out = make_divisible(out * width_mult)
             for i in range(repeats):
                 blocks.append(InvertedResidual(channels, out, stride if i == 0 else 1, expansion, norm))
                 channels = out
-            for name, end in STAGE_ENDS.items():
-                if end == len(blocks) - 1:
-                    stage_channels[name] = out
+                block_channels.append(out)
         self.features = nn.Sequential(*blocks)
         self._out_features = out_features
-        self._out_feature_channels = {name: stage_channels[name] for name in out_features}
+        self._output_after = {STAGE_ENDS[name]: name for name in out_features}  # block index -> output name
+        self._out_feature_channels = {name: block_channels[STAGE_ENDS[name]] for name in out_features}
         self._out_feature_strides = {name: STAGE_STRIDES[name] for name in out_features}
         self.freeze(freeze_at)
 
@@ -110,14 +109,10 @@ class MobileNetV2(Backbone):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         outputs = {}
-        last_needed = max(STAGE_ENDS[name] for name in self._out_features)
-        for index, block in enumerate(self.features):
+        for index, block in enumerate(self.features[: max(self._output_after) + 1]):
             x = block(x)
-            for name, end in STAGE_ENDS.items():
-                if end == index and name in self._out_features:
-                    outputs[name] = x
-            if index == last_needed:
-                break
+            if index in self._output_after:
+                outputs[self._output_after[index]] = x
         return outputs
 
     def output_shape(self) -> dict[str, ShapeSpec]:
