@@ -21,13 +21,19 @@ def load_tool():
     return module
 
 
-def test_converted_resnet18_matches_torchvision(tmp_path):
+def random_torchvision_model(factory):
+    """A seeded, randomly initialised torchvision model in eval mode with non-trivial BN statistics."""
     torch.manual_seed(0)
-    reference = torchvision.models.resnet18(weights=None).eval()
-    for module in reference.modules():  # non-trivial BN statistics
+    model = factory(weights=None).eval()
+    for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_converted_resnet18_matches_torchvision(tmp_path):
+    reference = random_torchvision_model(torchvision.models.resnet18)
     source, output = tmp_path / "r18.pth", tmp_path / "r18.pkl"
     torch.save(reference.state_dict(), source)
     load_tool().main([str(source), str(output)])
@@ -67,12 +73,7 @@ def test_converted_mobilenet_v2_matches_torchvision(tmp_path):
 
     from unikd_det import add_distill_config
 
-    torch.manual_seed(0)
-    reference = torchvision.models.mobilenet_v2(weights=None).eval()
-    for module in reference.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    reference = random_torchvision_model(torchvision.models.mobilenet_v2)
     source, output = tmp_path / "mv2.pth", tmp_path / "mv2.pkl"
     torch.save(reference.state_dict(), source)
     load_tool().main([str(source), str(output)])
