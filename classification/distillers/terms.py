@@ -216,8 +216,7 @@ def match_spatial(feat: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
 
 
-def pair_from_deepest(feats_s: list[Tensor], feats_t: list[Tensor], count: int | None = None) -> list[tuple[Tensor, Tensor]]:
-    """The last `count` (default: as many as both have) student/teacher features, deepest aligned."""
-    count = min(len(feats_s), len(feats_t)) if count is None else count
+def pair_from_deepest(feats_s: list[Tensor], feats_t: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """As many student/teacher features as both have, aligned at the deepest."""
+    count = min(len(feats_s), len(feats_t))
     return list(zip(feats_s[len(feats_s) - count :], feats_t[len(feats_t) - count :]))
-
