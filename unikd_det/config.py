@@ -43,6 +43,35 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.ROI.DKD_ALPHA = 1.0
     _C.DISTILL.ROI.DKD_BETA = 0.25
 
+    # Multi-level logit KD (MLKD) on the same ROI logits: instance, class and batch levels.
+    _C.DISTILL.MLKD = CN()
+    _C.DISTILL.MLKD.ENABLED = False
+    _C.DISTILL.MLKD.WEIGHT = 0.9  # the MLKD authors' KD weight
+    _C.DISTILL.MLKD.TEMPERATURES = [4.0, 3.0, 5.0, 2.0, 6.0]  # the MLKD authors' set
+
+    # FitNet: a 1x1 adapter per FPN level, MSE to the teacher's level.
+    _C.DISTILL.FITNET = CN()
+    _C.DISTILL.FITNET.ENABLED = False
+    _C.DISTILL.FITNET.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    _C.DISTILL.FITNET.WEIGHT = 1.0
+
+    # FGFI: 3x3 adapters, MSE only at locations whose anchors fit a ground-truth box well; the levels
+    # are MODEL.RPN.IN_FEATURES (the anchors' levels).
+    _C.DISTILL.FGFI = CN()
+    _C.DISTILL.FGFI.ENABLED = False
+    # An anchor is near an object when its IoU exceeds THRESHOLD_FACTOR x the object's best anchor IoU.
+    _C.DISTILL.FGFI.THRESHOLD_FACTOR = 0.5
+    # The loss sums squared errors over channels and divides by 2 x (masked locations), hence a small weight.
+    _C.DISTILL.FGFI.WEIGHT = 0.01
+
+    # ReviewKD: ABF fusion of the student's FPN levels, HCL to the teacher's levels.
+    _C.DISTILL.REVIEWKD = CN()
+    _C.DISTILL.REVIEWKD.ENABLED = False
+    _C.DISTILL.REVIEWKD.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # finest to coarsest
+    _C.DISTILL.REVIEWKD.WEIGHT = 1.0  # authors: 1.2 for R18, 1.0 for R50, 2.0 for MobileNetV2 students
+    _C.DISTILL.REVIEWKD.MID_CHANNELS = 256
+    _C.DISTILL.REVIEWKD.POOL_SIZES = [4, 2, 1]
+
     # UniKD: AFF over FPN levels of each network, a shared FDP on ROI-pooled fused maps.
     _C.DISTILL.UNIKD = CN()
     _C.DISTILL.UNIKD.ENABLED = False

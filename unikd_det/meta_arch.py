@@ -120,6 +120,7 @@ class DistillRCNN(nn.Module):
             teacher_logits=teacher.roi_logits(teacher_features, roi.boxes),
             gt_classes=torch.cat([p.gt_classes for p in sampled]),
             image_shape=tuple(images.tensor.shape[-2:]),
+            gt_boxes=[x.gt_boxes for x in gt_instances],
         )
         factor = self.warmup_factor()
         losses = {**detector_losses, **proposal_losses}

@@ -24,7 +24,8 @@ class DistillContext:
     """One training iteration's tensors, shared by all terms.
 
     Logits are [R, K+1] over the R sampled proposals of the batch (background = index K);
-    `gt_classes` [R] are their sampling labels; `boxes` hold those proposals per image.
+    `gt_classes` [R] are their sampling labels; `boxes` hold those proposals per image and
+    `gt_boxes` each image's ground-truth boxes.
     """
 
     student_features: dict[str, torch.Tensor]
@@ -34,6 +35,7 @@ class DistillContext:
     teacher_logits: torch.Tensor
     gt_classes: torch.Tensor
     image_shape: tuple[int, int]
+    gt_boxes: list[Boxes]
 
 
 class DistillTerm(nn.Module):
@@ -43,6 +45,35 @@ class DistillTerm(nn.Module):
 
     def forward(self, ctx: DistillContext) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def check_in_features(
+    key: str, in_features: list[str], student_shapes: dict[str, ShapeSpec], teacher_shapes: dict[str, ShapeSpec]
+) -> list[str]:
+    """Fail fast on an empty level list or a level missing from either backbone; returns the list."""
+    in_features = list(in_features)
+    if not in_features:
+        raise ValueError(f"{key} is empty")
+    for network, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
+        missing = [name for name in in_features if name not in shapes]
+        if missing:
+            raise ValueError(f"{key} {missing} not produced by the {network} backbone (it has {sorted(shapes)})")
+    return in_features
+
+
+def level_adapters(
+    in_features: list[str],
+    student_shapes: dict[str, ShapeSpec],
+    teacher_shapes: dict[str, ShapeSpec],
+    kernel_size: int,
+) -> nn.ModuleDict:
+    """One conv per level mapping the student's channels to the teacher's, size-preserving. No
+    normalisation or ReLU: FPN outputs are signed and detection batches too small for BatchNorm."""
+    return nn.ModuleDict({
+        name: nn.Conv2d(student_shapes[name].channels, teacher_shapes[name].channels, kernel_size,
+                        padding=kernel_size // 2)
+        for name in in_features
+    })
 
 
 def enabled_term_classes(cfg: CfgNode) -> list[type[DistillTerm]]:

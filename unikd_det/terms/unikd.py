@@ -17,19 +17,9 @@ from torchvision.ops import roi_align
 from ..config import UNIKD_LOGIT_LOSSES
 from ..core import UniKDLoss, UniKDOptions
 from ..core.checks import check_choice
-from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm
+from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features
 
 CORE_LOGIT_LOSS = {"kl": "kd", "dkd": "dkd", "none": "none"}
-
-
-def check_in_features(in_features: list[str], shapes: dict[str, ShapeSpec], network: str) -> None:
-    """Fail fast when a requested FPN level is missing from a network's backbone output."""
-    missing = [name for name in in_features if name not in shapes]
-    if missing:
-        raise ValueError(
-            f"DISTILL.UNIKD.IN_FEATURES {missing} not produced by the {network} backbone "
-            f"(it has {sorted(shapes)})"
-        )
 
 
 def unikd_options(cfg: CfgNode) -> UniKDOptions:
@@ -52,11 +42,7 @@ class UniKDDistill(DistillTerm):
     def __init__(self, cfg: CfgNode, student_shapes: dict[str, ShapeSpec], teacher_shapes: dict[str, ShapeSpec]):
         super().__init__()
         node = cfg.DISTILL.UNIKD
-        self.in_features = list(node.IN_FEATURES)
-        if not self.in_features:
-            raise ValueError("DISTILL.UNIKD.IN_FEATURES is empty")
-        check_in_features(self.in_features, student_shapes, "student")
-        check_in_features(self.in_features, teacher_shapes, "teacher")
+        self.in_features = check_in_features("DISTILL.UNIKD.IN_FEATURES", node.IN_FEATURES, student_shapes, teacher_shapes)
         self.pooler_resolution = node.POOLER_RESOLUTION
         self.loss = UniKDLoss(
             [student_shapes[f].channels for f in self.in_features],

@@ -1,0 +1,47 @@
+"""Fine-grained feature imitation (DISTILL.FGFI) on the RPN's FPN levels.
+
+The near-object mask needs the anchors, so the term imitates exactly the levels of MODEL.RPN.IN_FEATURES
+and lays anchors out with the student's own anchor-generator config. Each level has a 3x3 adaptation
+conv (the paper's full-conv adaptation layer); the loss is `unikd_det.core.fgfi`'s L_imitation.
+"""
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.anchor_generator import build_anchor_generator
+
+from ..core.fgfi import masked_imitation_loss, near_object_masks
+from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features, level_adapters
+
+
+@DISTILL_TERM_REGISTRY.register()
+class FGFIDistill(DistillTerm):
+    """Returns `loss_fgfi` = WEIGHT * L_imitation over the near-object locations."""
+
+    CONFIG_NODE = "FGFI"
+
+    def __init__(self, cfg: CfgNode, student_shapes: dict[str, ShapeSpec], teacher_shapes: dict[str, ShapeSpec]):
+        super().__init__()
+        node = cfg.DISTILL.FGFI
+        self.in_features = check_in_features("MODEL.RPN.IN_FEATURES", cfg.MODEL.RPN.IN_FEATURES, student_shapes, teacher_shapes)
+        self.anchor_generator = build_anchor_generator(cfg, [student_shapes[f] for f in self.in_features])
+        self.adapters = level_adapters(self.in_features, student_shapes, teacher_shapes, kernel_size=3)
+        self.threshold_factor = node.THRESHOLD_FACTOR
+        if not 0.0 < self.threshold_factor <= 1.0:
+            raise ValueError(f"DISTILL.FGFI.THRESHOLD_FACTOR must be in (0, 1], got {self.threshold_factor}")
+        self.weight = node.WEIGHT
+
+    @torch.no_grad()
+    def masks(self, ctx: DistillContext) -> list[torch.Tensor]:
+        """Near-object masks [N, H, W] per level for the batch."""
+        features = [ctx.student_features[f] for f in self.in_features]
+        anchors = [boxes.tensor for boxes in self.anchor_generator(features)]
+        sizes = [tuple(x.shape[-2:]) for x in features]
+        per_image = [near_object_masks(gt.tensor, anchors, sizes, self.threshold_factor) for gt in ctx.gt_boxes]
+        return [torch.stack(level) for level in zip(*per_image)]
+
+    def forward(self, ctx: DistillContext) -> dict[str, torch.Tensor]:
+        adapted = [self.adapters[f](ctx.student_features[f]) for f in self.in_features]
+        targets = [ctx.teacher_features[f] for f in self.in_features]
+        return {"loss_fgfi": self.weight * masked_imitation_loss(adapted, targets, self.masks(ctx))}
