@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from detectron2 import model_zoo
@@ -24,6 +26,20 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RGB_BGR = {"RGB", "BGR"}
+_random_weights_allowed = False
+
+
+@contextmanager
+def random_teacher_weights_for_tests() -> Iterator[None]:
+    """Test-only switch: inside the block, a teacher whose DISTILL.TEACHER.WEIGHTS is not a local file
+    (absent, or a URL that would be downloaded) keeps its random initialisation, with a warning, so every
+    shipped config can run a CPU step offline. Never use it to train: a random teacher teaches noise."""
+    global _random_weights_allowed
+    previous, _random_weights_allowed = _random_weights_allowed, True
+    try:
+        yield
+    finally:
+        _random_weights_allowed = previous
 
 
 def resolve_config_path(name: str) -> str:
@@ -117,11 +133,17 @@ class FrozenTeacher:
     @classmethod
     def from_config(cls, teacher_cfg: CfgNode) -> "FrozenTeacher":
         """Build the teacher from its config and load `MODEL.WEIGHTS` with its own checkpointer."""
-        check_weights_file(teacher_cfg.MODEL.WEIGHTS)
+        weights = teacher_cfg.MODEL.WEIGHTS
+        random_weights = _random_weights_allowed and not os.path.isfile(weights)
+        if not random_weights:
+            check_weights_file(weights)
         model = META_ARCH_REGISTRY.get(teacher_cfg.MODEL.META_ARCHITECTURE)(teacher_cfg)
         model.to(torch.device(teacher_cfg.MODEL.DEVICE))
-        DetectionCheckpointer(model).load(teacher_cfg.MODEL.WEIGHTS)
-        logger.info("Loaded distillation teacher from %s", teacher_cfg.MODEL.WEIGHTS)
+        if random_weights:
+            logger.warning("TEST ONLY: teacher weights %r not loaded, the teacher is random", weights)
+        else:
+            DetectionCheckpointer(model).load(weights)
+            logger.info("Loaded distillation teacher from %s", weights)
         return cls(model, teacher_cfg.INPUT.FORMAT)
 
     @property
