@@ -2,14 +2,15 @@
 """Speed of distillation relative to its unavoidable parts, measured in one run.
 
     python tools/benchmark_det.py [--size 128] [--batch 8] [--iters 8] [--rounds 3]
-        [--aff-channels 16 32 64] [--device cpu|cuda]
+        [--aff-channels 16 32 64] [--methods roi_kd dkd ...] [--device cpu|cuda]
 
 On the built-in Fashion-MNIST mosaics at a fixed image size, with the demo's R18-FPN student and
 R50-FPN teacher (random weights: speed does not depend on them), it times the median iteration of
   student      the stock student training step (forward, backward, SGD step)
   teacher      the teacher forward alone as distillation runs it (preprocess, backbone, box head on
                the student's number of sampled ROIs), under no_grad
-  roi_kd       a DistillRCNN training step with ROI KD only
+  roi_kd ...   a DistillRCNN training step with each method of TERM_VARIANTS (ROI KD, DKD, FitNet,
+               FitNet + KD, FGFI, ReviewKD, ReviewKD + DKD, MLKD; `--methods` picks a subset)
   unikd@C      a DistillRCNN training step with UniKD, AFF width C
 and prints ratio = distill / (student + teacher). The variants are timed in interleaved rounds on the
 same batch, so machine noise hits all of them alike. Target: <= 1.10 for UniKD.
@@ -40,6 +41,17 @@ from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.teacher import FrozenTeacher, load_teacher_config  # noqa: E402
 
 TEACHER_CONFIG = "configs/Demo/teacher-R50.yaml"
+# Distillation variants besides UniKD: the config options that switch their terms on.
+TERM_VARIANTS = {
+    "roi_kd": ["DISTILL.ROI.ENABLED", True],
+    "dkd": ["DISTILL.ROI.ENABLED", True, "DISTILL.ROI.LOSS", "dkd"],
+    "fitnet": ["DISTILL.FITNET.ENABLED", True],
+    "fitnet+kd": ["DISTILL.FITNET.ENABLED", True, "DISTILL.ROI.ENABLED", True],
+    "fgfi": ["DISTILL.FGFI.ENABLED", True],
+    "reviewkd": ["DISTILL.REVIEWKD.ENABLED", True],
+    "reviewkd+dkd": ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.ROI.ENABLED", True, "DISTILL.ROI.LOSS", "dkd"],
+    "mlkd": ["DISTILL.MLKD.ENABLED", True],
+}
 STUDENT_CONFIG = "configs/Demo/student-R18.yaml"
 
 
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--iters", type=int, default=4, help="timed iterations per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--aff-channels", type=int, nargs="+", default=[32])
+    parser.add_argument("--methods", nargs="+", choices=sorted(TERM_VARIANTS), default=list(TERM_VARIANTS))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -134,14 +147,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "student": training_step(student, batch),
             "teacher": teacher_step(teacher, student, batch, base.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
         }
-        variants = {"roi_kd": ["MODEL.META_ARCHITECTURE", "DistillRCNN", "DISTILL.ROI.ENABLED", True]}
+        variants = {name: TERM_VARIANTS[name] for name in args.methods}
         for channels in args.aff_channels:
-            variants[f"unikd@{channels}"] = [
-                "MODEL.META_ARCHITECTURE", "DistillRCNN", "DISTILL.UNIKD.ENABLED", True,
-                "DISTILL.UNIKD.AFF.CHANNELS", channels,
-            ]
+            variants[f"unikd@{channels}"] = ["DISTILL.UNIKD.ENABLED", True, "DISTILL.UNIKD.AFF.CHANNELS", channels]
         for name, opts in variants.items():
-            model = build_model(make_cfg(args, teacher_weights, *opts))
+            model = build_model(make_cfg(args, teacher_weights, "MODEL.META_ARCHITECTURE", "DistillRCNN", *opts))
             model.build_teacher()
             steps[name] = training_step(model, batch)
         medians = time_interleaved(steps, args.iters, args.rounds, args.device)

@@ -3,7 +3,7 @@
 classification (teacher, then students without KD, with KD and with UniKD; a top-1 table).
 
     python tools/demo.py [--teacher-config configs/Demo/teacher-R18.yaml] [--output-dir output/demo] [--fresh]
-                         [--part all|detection|classification]
+                         [--part all|detection|classification] [--det-methods student unikd ...]
 
 Detection:
 
@@ -13,6 +13,9 @@ Detection:
 3. Trains the ResNet-18 FPN student alone for 90 iterations (configs/Demo/student-R18.yaml).
 4. Trains the same student with UniKD from that teacher (configs/Demo/UniKD-R18.yaml).
 5. Evaluates the three with COCOEvaluator on the validation mosaics and prints AP/AP50/AP75.
+`--det-methods` replaces steps 3-4 by any of the STUDENT_STAGES below (the same 90-iteration schedule,
+seed and initial weights for each), e.g. the README's baseline table:
+`--teacher-config configs/Demo/teacher-R50.yaml --det-methods student kd dkd fitnet fitnet_kd reviewkd unikd`.
 
 Classification (classification/configs/bench/fashion_mnist_demo.yaml, run by the bench grid runner):
 a resnet56 teacher on 12k Fashion-MNIST images for 2 epochs, then resnet20 students on a 3000-image
@@ -43,10 +46,17 @@ from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
-STUDENT_STAGES = (
-    ("Student R18-FPN (no KD)", "student", "configs/Demo/student-R18.yaml"),
-    ("Student R18-FPN + UniKD", "unikd", "configs/Demo/UniKD-R18.yaml"),
-)
+# Student stages by method name: (table title, config). `--det-methods` picks and orders them.
+STUDENT_STAGES = {
+    "student": ("Student R18-FPN (no KD)", "configs/Demo/student-R18.yaml"),
+    "kd": ("Student R18-FPN + ROI-KD", "configs/Demo/KD-R18.yaml"),
+    "dkd": ("Student R18-FPN + DKD", "configs/Demo/DKD-R18.yaml"),
+    "fitnet": ("Student R18-FPN + FitNet", "configs/Demo/FitNet-R18.yaml"),
+    "fitnet_kd": ("Student R18-FPN + FitNet + KD", "configs/Demo/FitNet-KD-R18.yaml"),
+    "reviewkd": ("Student R18-FPN + ReviewKD (KR)", "configs/Demo/ReviewKD-R18.yaml"),
+    "unikd": ("Student R18-FPN + UniKD", "configs/Demo/UniKD-R18.yaml"),
+}
+DEFAULT_DET_METHODS = ("student", "unikd")
 METRICS = ("AP", "AP50", "AP75")
 CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_mnist_demo.yaml"
 
@@ -82,7 +92,8 @@ def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger
     logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
     register_fashion_mosaic(args.data_dir)
     teacher_weights = output / "teacher" / "model_final.pth"
-    stages = ((None, "teacher", args.teacher_config),) + STUDENT_STAGES
+    stages = [(None, "teacher", args.teacher_config)]
+    stages += [(STUDENT_STAGES[m][0], m, STUDENT_STAGES[m][1]) for m in args.det_methods]
     rows, start = [], time.perf_counter()
     for index, (title, name, config_file) in enumerate(stages, 1):
         cfg = stage_config(config_file, output / name, args.teacher_config, teacher_weights)
@@ -115,6 +126,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--data-dir", default=str(REPO / "datasets" / "fashion_mosaic"))
     parser.add_argument("--fresh", action="store_true", help="delete the output folder and train from scratch")
     parser.add_argument("--part", choices=("all", "detection", "classification"), default="all")
+    parser.add_argument("--det-methods", nargs="+", choices=sorted(STUDENT_STAGES), default=list(DEFAULT_DET_METHODS),
+                        help="detection student stages after the teacher (default: %(default)s)")
     args = parser.parse_args(argv)
 
     setup_logger(name="detectron2")
