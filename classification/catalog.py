@@ -34,7 +34,7 @@ class Pair:
 class DataSetting:
     name: str  # folder under configs/ and output/
     base: str  # base config file in that folder
-    warmup_epochs: float  # DKD / ReviewKD / MLKD loss warm-up
+    warmup_epochs: float  # loss warm-up of DKD, ReviewKD and UniKD
     temperature: float  # KD-family temperature
     kd_ce_weight: float  # KD's CE / KD weights (0.1 / 0.9 on CIFAR, 0.5 / 0.5 on ImageNet)
     kd_weight: float
