@@ -2,8 +2,9 @@
 
 Near-object mask. For one image with ground-truth boxes g and anchors a (all pyramid levels together),
 let m_g = max_a IoU(g, a). An anchor is near g when IoU(g, a) >= psi * m_g and IoU(g, a) > 0
-(psi = threshold_factor, 0.5 in the paper), so every object, small or large, marks at least its best anchor. A feature
-location (i, j) of a level is imitated, I_ij = 1, when any anchor centred there is near any object.
+(psi = threshold_factor, 0.5 in the paper), so every object, small or large, marks at least its best
+anchor. A feature location (i, j) of a level is imitated, I_ij = 1, when any anchor centred there is
+near any object.
 
 Imitation loss over the masked locations of all levels, summed over channels (paper Eq. 2):
 
@@ -16,6 +17,13 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 
+def check_threshold_factor(name: str, value: float) -> float:
+    """Return `value`; raise ValueError naming `name` unless it is a valid psi, in (0, 1]."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
 def near_object_masks(
     gt_boxes: Tensor, anchors: list[Tensor], level_sizes: list[tuple[int, int]], threshold_factor: float
 ) -> list[Tensor]:
@@ -24,8 +32,7 @@ def near_object_masks(
     `gt_boxes` is [G, 4] (XYXY); `anchors[l]` is [H_l * W_l * A, 4] in location-major order (all A anchors
     of location 0 first), as Detectron2's anchor generators lay them out.
     """
-    if not 0.0 < threshold_factor <= 1.0:
-        raise ValueError(f"threshold_factor must be in (0, 1], got {threshold_factor}")
+    check_threshold_factor("threshold_factor", threshold_factor)
     if len(anchors) != len(level_sizes):
         raise ValueError(f"{len(anchors)} anchor levels for {len(level_sizes)} feature levels")
     for level, (level_anchors, (height, width)) in enumerate(zip(anchors, level_sizes)):

@@ -102,12 +102,18 @@ def class_confidence_mask(logits_t: Tensor) -> Tensor:
     return _at_most_median(class_confidence)
 
 
+def check_temperatures(name: str, temperatures: Sequence[float]) -> tuple[float, ...]:
+    """Return the temperatures as floats; raise ValueError naming `name` unless non-empty and all > 0."""
+    if not temperatures or any(tau <= 0 for tau in temperatures):
+        raise ValueError(f"{name} must be a non-empty sequence of values > 0, got {tuple(temperatures)}")
+    return tuple(float(tau) for tau in temperatures)
+
+
 def _check_mlkd_args(logits: Sequence[Tensor], temperatures: Sequence[float], strong_kd_views: Sequence[str]) -> None:
     shapes = {tuple(z.shape) for z in logits}
     if len(shapes) != 1 or logits[0].dim() != 2:
         raise ValueError(f"all four logits must be [N, C] with equal shapes, got {[tuple(z.shape) for z in logits]}")
-    if not temperatures or any(tau <= 0 for tau in temperatures):
-        raise ValueError(f"temperatures must be a non-empty sequence of values > 0, got {tuple(temperatures)}")
+    check_temperatures("temperatures", temperatures)
     if len(strong_kd_views) != len(temperatures):
         raise ValueError(
             f"strong_kd_views needs one view per temperature, got {len(strong_kd_views)} for {len(temperatures)}"

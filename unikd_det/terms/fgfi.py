@@ -11,7 +11,7 @@ from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import build_anchor_generator
 
-from ..core.fgfi import masked_imitation_loss, near_object_masks
+from ..core.fgfi import check_threshold_factor, masked_imitation_loss, near_object_masks
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features, level_adapters
 
 
@@ -27,9 +27,7 @@ class FGFIDistill(DistillTerm):
         self.in_features = check_in_features("MODEL.RPN.IN_FEATURES", cfg.MODEL.RPN.IN_FEATURES, student_shapes, teacher_shapes)
         self.anchor_generator = build_anchor_generator(cfg, [student_shapes[f] for f in self.in_features])
         self.adapters = level_adapters(self.in_features, student_shapes, teacher_shapes, kernel_size=3)
-        self.threshold_factor = node.THRESHOLD_FACTOR
-        if not 0.0 < self.threshold_factor <= 1.0:
-            raise ValueError(f"DISTILL.FGFI.THRESHOLD_FACTOR must be in (0, 1], got {self.threshold_factor}")
+        self.threshold_factor = check_threshold_factor("DISTILL.FGFI.THRESHOLD_FACTOR", node.THRESHOLD_FACTOR)
         self.weight = node.WEIGHT
 
     @torch.no_grad()

@@ -10,6 +10,7 @@ from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 
 from ..core import mlkd_loss
+from ..core.mlkd import check_temperatures
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm
 
 
@@ -22,9 +23,7 @@ class MLKDDistill(DistillTerm):
     def __init__(self, cfg: CfgNode, student_shapes: dict[str, ShapeSpec], teacher_shapes: dict[str, ShapeSpec]):
         super().__init__()
         node = cfg.DISTILL.MLKD
-        self.temperatures = tuple(float(t) for t in node.TEMPERATURES)
-        if not self.temperatures or min(self.temperatures) <= 0:
-            raise ValueError(f"DISTILL.MLKD.TEMPERATURES must be non-empty and > 0, got {self.temperatures}")
+        self.temperatures = check_temperatures("DISTILL.MLKD.TEMPERATURES", node.TEMPERATURES)
         self.weight = node.WEIGHT
 
     def forward(self, ctx: DistillContext) -> dict[str, torch.Tensor]:
