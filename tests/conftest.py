@@ -209,6 +209,19 @@ def train_forward():
     return run
 
 
+@pytest.fixture
+def capture_ctx():
+    """capture_ctx(model) -> a list that receives the DistillContext each distillation term is called with."""
+
+    def capture(model):
+        seen = []
+        for term in model.distill_terms.values():
+            term.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+        return seen
+
+    return capture
+
+
 @pytest.fixture(scope="session")
 def _mosaic_root(tmp_path_factory):
     """Generate the tiny mosaic set once per session."""

@@ -103,25 +103,24 @@ def test_masked_imitation_loss_matches_hand_sum_and_gradient_support():
         masked_imitation_loss(adapted, targets, [m[0] for m in masks])
 
 
-def capture_ctx(model):
-    seen = []
-    for term in model.distill_terms.values():
-        term.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    return seen
+@pytest.fixture
+def run_term(make_cfg, build, batched_inputs, train_forward, capture_ctx):
+    """run_term(opts) -> (model, losses, context) of one training forward of a tiny DistillRCNN."""
+
+    def run(opts):
+        model = build(make_cfg(opts=opts))
+        seen = capture_ctx(model)
+        losses = train_forward(model, batched_inputs)
+        return model, losses, seen[-1]
+
+    return run
 
 
-def run_term(make_cfg, build, batched_inputs, train_forward, opts):
-    model = build(make_cfg(opts=opts))
-    seen = capture_ctx(model)
-    losses = train_forward(model, batched_inputs)
-    return model, losses, seen[-1]
-
-
-def test_fitnet_term_matches_hint_loss_and_trains_its_adapters(make_cfg, build, batched_inputs, train_forward):
+def test_fitnet_term_matches_hint_loss_and_trains_its_adapters(run_term):
     from unikd_det.core import hint_loss
 
     opts = ["DISTILL.FITNET.ENABLED", True, "DISTILL.FITNET.WEIGHT", 0.5, "DISTILL.FITNET.IN_FEATURES", ["p3", "p5"]]
-    model, losses, ctx = run_term(make_cfg, build, batched_inputs, train_forward, opts)
+    model, losses, ctx = run_term(opts)
     assert set(losses) == STOCK_LOSSES | {"loss_fitnet"}
     term = model.distill_terms["fitnet"]
     assert sorted(term.adapters) == ["p3", "p5"] and term.adapters["p3"].kernel_size == (1, 1)
@@ -134,9 +133,9 @@ def test_fitnet_term_matches_hint_loss_and_trains_its_adapters(make_cfg, build, 
     assert model.student.backbone.bottom_up.stem.conv1.weight.grad.abs().sum() > 0
 
 
-def test_fgfi_term_masks_near_objects(make_cfg, build, batched_inputs, train_forward):
+def test_fgfi_term_masks_near_objects(run_term, batched_inputs):
     opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.WEIGHT", 0.1]
-    model, losses, ctx = run_term(make_cfg, build, batched_inputs, train_forward, opts)
+    model, losses, ctx = run_term(opts)
     assert set(losses) == STOCK_LOSSES | {"loss_fgfi"}
     term = model.distill_terms["fgfi"]
     assert term.in_features == LEVELS
@@ -158,11 +157,11 @@ def test_fgfi_term_masks_near_objects(make_cfg, build, batched_inputs, train_for
     assert losses["loss_fgfi"] > 0
 
 
-def test_reviewkd_term_matches_core_hcl(make_cfg, build, batched_inputs, train_forward):
+def test_reviewkd_term_matches_core_hcl(run_term):
     from unikd_det.core import hcl_loss
 
     opts = ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.REVIEWKD.WEIGHT", 1.2, "DISTILL.REVIEWKD.MID_CHANNELS", 8]
-    model, losses, ctx = run_term(make_cfg, build, batched_inputs, train_forward, opts)
+    model, losses, ctx = run_term(opts)
     assert set(losses) == STOCK_LOSSES | {"loss_reviewkd"}
     term = model.distill_terms["reviewkd"]
     fused = term.fusion([ctx.student_features[f] for f in LEVELS])  # train-mode BN: same batch statistics
@@ -172,11 +171,11 @@ def test_reviewkd_term_matches_core_hcl(make_cfg, build, batched_inputs, train_f
     assert all(p.grad is not None for p in term.fusion.parameters())
 
 
-def test_mlkd_term_matches_core_on_roi_logits(make_cfg, build, batched_inputs, train_forward):
+def test_mlkd_term_matches_core_on_roi_logits(run_term):
     from unikd_det.core import mlkd_loss
 
     opts = ["DISTILL.MLKD.ENABLED", True, "DISTILL.MLKD.TEMPERATURES", [1.0, 2.0], "DISTILL.MLKD.WEIGHT", 0.5]
-    _, losses, ctx = run_term(make_cfg, build, batched_inputs, train_forward, opts)
+    _, losses, ctx = run_term(opts)
     assert set(losses) == STOCK_LOSSES | {"loss_mlkd_kd", "loss_mlkd_cc", "loss_mlkd_bc"}
     s, t = ctx.student_logits, ctx.teacher_logits
     expected = mlkd_loss(s, s, t, t, (1.0, 2.0), ("weak", "weak"), 0.5)

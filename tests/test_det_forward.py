@@ -14,14 +14,6 @@ AUTHORS_LOSSES = {"loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
 K = 11  # NUM_CLASSES + 1 (background)
 
 
-def capture_ctx(model):
-    """Record the DistillContext every distillation term receives."""
-    seen = []
-    for term in model.distill_terms.values():
-        term.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    return seen
-
-
 def hand_kd(logits_s, logits_t, tau):
     """tau^2 * KL(softmax(t/tau) || softmax(s/tau)), summed over classes, mean over rows."""
     p_t = torch.softmax(logits_t.double() / tau, dim=1)
@@ -65,7 +57,7 @@ def test_distill_losses_reach_the_student(make_cfg, build, batched_inputs, train
     assert bbox_grad is None or bbox_grad.abs().sum() == 0
 
 
-def test_roi_kd_value_matches_hand_computation(make_cfg, build, batched_inputs, train_forward):
+def test_roi_kd_value_matches_hand_computation(make_cfg, build, batched_inputs, train_forward, capture_ctx):
     model = build(make_cfg(roi=True, opts=["DISTILL.ROI.TEMPERATURE", 2.0, "DISTILL.ROI.WEIGHT", 0.5]))
     seen = capture_ctx(model)
     losses = train_forward(model, batched_inputs)
@@ -75,7 +67,7 @@ def test_roi_kd_value_matches_hand_computation(make_cfg, build, batched_inputs, 
     assert losses["loss_kd_roi"].item() > 0  # random teacher != random student
 
 
-def test_roi_kd_fg_mode_uses_only_foreground_rois(make_cfg, build, batched_inputs, train_forward):
+def test_roi_kd_fg_mode_uses_only_foreground_rois(make_cfg, build, batched_inputs, train_forward, capture_ctx):
     model = build(make_cfg(roi=True, opts=["DISTILL.ROI.BG_MODE", "fg"]))
     seen = capture_ctx(model)
     losses = train_forward(model, batched_inputs)
@@ -88,7 +80,7 @@ def test_roi_kd_fg_mode_uses_only_foreground_rois(make_cfg, build, batched_input
     assert abs(expected.item() - everything.item()) > 1e-6  # the fg filter made a difference
 
 
-def test_roi_dkd_uses_sampling_labels(make_cfg, build, batched_inputs, train_forward):
+def test_roi_dkd_uses_sampling_labels(make_cfg, build, batched_inputs, train_forward, capture_ctx):
     from unikd_det.core import dkd_loss
 
     model = build(make_cfg(roi=True, opts=["DISTILL.ROI.LOSS", "dkd", "DISTILL.ROI.DKD_BETA", 2.0]))
@@ -99,7 +91,7 @@ def test_roi_dkd_uses_sampling_labels(make_cfg, build, batched_inputs, train_for
     torch.testing.assert_close(losses["loss_kd_roi"], expected)
 
 
-def test_unikd_paper_losses_match_independent_roi_computation(make_cfg, build, batched_inputs, train_forward):
+def test_unikd_paper_losses_match_independent_roi_computation(make_cfg, build, batched_inputs, train_forward, capture_ctx):
     """loss_unikd_* = the documented formulas on ROIAligned fused maps (stride 4 at p2) of the student's
     sampled proposals, with alpha, beta, fit weight, temperatures and the mean over K applied."""
     opts = [
@@ -134,7 +126,7 @@ def test_unikd_paper_losses_match_independent_roi_computation(make_cfg, build, b
     assert losses["loss_unikd_logit"].item() == pytest.approx(expected_logit.item(), rel=1e-5, abs=1e-7)
 
 
-def test_unikd_without_aff_fuses_the_coarsest_level(make_cfg, build, batched_inputs, train_forward):
+def test_unikd_without_aff_fuses_the_coarsest_level(make_cfg, build, batched_inputs, train_forward, capture_ctx):
     model = build(make_cfg(unikd=True, opts=["DISTILL.UNIKD.AFF.ENABLED", False]))
     unikd = model.distill_terms["unikd"].loss
     assert len(unikd.aff_s.expanders) == 1 and len(unikd.aff_t.expanders) == 1
@@ -148,7 +140,7 @@ def test_unikd_without_aff_fuses_the_coarsest_level(make_cfg, build, batched_inp
     assert fused.shape[-1] == 1 and round(ctx.image_shape[-1] / fused.shape[-1]) == 64
 
 
-def test_teacher_logits_are_computed_on_the_student_sampled_proposals(make_cfg, build, batched_inputs, train_forward):
+def test_teacher_logits_are_computed_on_the_student_sampled_proposals(make_cfg, build, batched_inputs, train_forward, capture_ctx):
     model = build(make_cfg(roi=True, unikd=True))
     seen = capture_ctx(model)
     sampled = []

@@ -71,7 +71,7 @@ def test_teacher_is_outside_the_module_tree(make_cfg, build, batched_inputs, tra
 
 
 def test_identical_teacher_gives_zero_roi_kd_and_zero_gradient(
-    make_cfg, build, batched_inputs, train_forward, tmp_path, write_teacher_config
+    make_cfg, build, batched_inputs, train_forward, tmp_path, write_teacher_config, capture_ctx
 ):
     """Teacher = exact copy of the student (FrozenBN, so train and eval compute alike): KL = 0, grad = 0."""
     opts = ["MODEL.RESNETS.NORM", "FrozenBN"]
@@ -85,8 +85,7 @@ def test_identical_teacher_gives_zero_roi_kd_and_zero_gradient(
     model = build(cfg, seed=99)
     model.student.load_state_dict(first.student.state_dict())
 
-    seen = []
-    model.distill_terms["roi"].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    seen = capture_ctx(model)
     losses = train_forward(model, batched_inputs)
     ctx = seen[-1]
     for name in ("p2", "p3", "p4", "p5", "p6"):
@@ -140,7 +139,7 @@ def test_preprocess_converts_format_then_normalises_with_teacher_stats(make_stoc
 
 
 def test_forward_feeds_the_teacher_its_own_format_and_statistics(
-    make_cfg, build, make_inputs, train_forward, tmp_path, make_stock_cfg, write_teacher_config
+    make_cfg, build, make_inputs, train_forward, tmp_path, make_stock_cfg, write_teacher_config, capture_ctx
 ):
     """End to end inside DistillRCNN: RGB student, BGR teacher with other mean/std, odd image sizes; the
     teacher features the terms see are the teacher backbone on the hand-made input, aligned with the
@@ -159,8 +158,7 @@ def test_forward_feeds_the_teacher_its_own_format_and_statistics(
     cfg.DISTILL.TEACHER.CONFIG = str(config)
     cfg.DISTILL.TEACHER.WEIGHTS = str(tmp_path / "bgr_teacher.pth")
     model = build(cfg)
-    seen = []
-    model.distill_terms["unikd"].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    seen = capture_ctx(model)
     inputs = make_inputs(1, size=(50, 60), seed=1) + make_inputs(1, size=(64, 40), seed=2)
     train_forward(model, inputs)
     ctx = seen[-1]
