@@ -1,9 +1,92 @@
 """Argument validation shared by the loss core and the config-driven front ends."""
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
 
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     """Return `value`; raise ValueError naming the bad value and the allowed ones when not in `allowed`."""
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}")
     return value
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """A bound on every numeric config value whose dotted key matches `pattern` (fnmatch, upper case).
+
+    `value > minimum` when `strict`, else `value >= minimum`; a value equal to `warn_at` passes with a warning.
+    Lists and tuples are checked element by element; booleans and strings are never checked.
+    """
+
+    pattern: str
+    minimum: float
+    strict: bool = False
+    warn_at: float | None = None
+
+    def describe(self) -> str:
+        return f"{'>' if self.strict else '>='} {self.minimum:g}"
+
+    def allows(self, value: float) -> bool:
+        return value > self.minimum if self.strict else value >= self.minimum
+
+
+# Bounds that hold for the same idea in both front ends: temperatures are positive, loss weights and warm-ups
+# are not negative, widths, batch sizes and epoch counts are at least 1.
+COMMON_VALUE_RULES: tuple[ValueRule, ...] = (
+    ValueRule("*TEMPERATURE", 0.0, strict=True),
+    ValueRule("*TEMPERATURES", 0.0, strict=True),
+    ValueRule("*WEIGHT", 0.0),
+    ValueRule("*_WEIGHTS", 0.0),
+    ValueRule("*WEIGHT_DECAY", 0.0),
+    ValueRule("*WARMUP_EPOCHS", 0.0),
+    ValueRule("*WARMUP_ITERS", 0.0),
+    ValueRule("*CHANNELS", 1.0),
+    ValueRule("*BATCH_SIZE", 1.0),
+    ValueRule("*EPOCHS", 1.0),
+)
+
+
+def _numbers(value: Any) -> list[float] | None:
+    """The numbers in a config value (a number or a list/tuple of numbers), or None when it holds none."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return numbers if numbers and len(numbers) == len(items) else None
+
+
+def _leaves(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def check_config_values(node: Mapping[str, Any], rules: Sequence[ValueRule]) -> list[str]:
+    """Check every numeric leaf of a (nested) config against the first rule whose pattern matches its key.
+
+    Raises one ValueError that lists every violating key with its value and bound, so a user fixes all of
+    them in one go. Returns the warnings (values equal to a rule's `warn_at`), also logged.
+    """
+    errors, warnings = [], []
+    for key, value in _leaves(node):
+        numbers = _numbers(value)
+        rule = next((r for r in rules if fnmatchcase(key, r.pattern)), None)
+        if numbers is None or rule is None:
+            continue
+        if not all(rule.allows(v) for v in numbers):
+            errors.append(f"{key} = {value!r} (must be {rule.describe()})")
+        elif rule.warn_at is not None and any(v == rule.warn_at for v in numbers):
+            warnings.append(f"{key} = {value!r}: nothing will be learned")
+    if errors:
+        raise ValueError("invalid config values: " + "; ".join(errors))
+    for message in warnings:
+        logger.warning(message)
+    return warnings

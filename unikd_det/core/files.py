@@ -1,0 +1,87 @@
+"""Reading weight files without running code from them, with errors that name the file.
+
+`torch.load(weights_only=False)` and plain `pickle.load` execute whatever a file's pickle stream asks for,
+so a planted checkpoint could run arbitrary code. Both front ends therefore read every checkpoint through
+`load_torch_file` (PyTorch's weights-only unpickler: tensors, numbers, strings and plain containers) and
+every Detectron2-style `.pkl` through `load_weights_pickle` (numpy arrays, numbers, strings and plain
+containers only). Anything else is refused with a ValueError naming the file.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# (module, name) pairs a weights pickle may reference: numpy arrays (protocol 2 and 5 forms), dtypes and scalars
+# (under numpy 1's and numpy 2's module names), OrderedDict, and the latin-1 codec of protocol-2 array bytes.
+_PICKLE_ALLOWED = frozenset(
+    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+     for name in ("_reconstruct", "scalar")]
+    + [(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode")]
+)
+
+
+def _check_readable(path: str | Path, what: str) -> Path:
+    """`path` as a Path; FileNotFoundError when it is missing, ValueError when it is empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty; expected {what}")
+    return path
+
+
+def load_torch_file(path: str | Path, what: str = "a PyTorch checkpoint") -> Any:
+    """The object saved in `path`, read with `torch.load(weights_only=True)` onto the CPU.
+
+    Raises FileNotFoundError for a missing file, and ValueError naming the file and `what` was expected when
+    it is empty, truncated, not a PyTorch file, or holds objects the weights-only unpickler refuses (which
+    is where a hostile file's code would have run).
+    """
+    path = _check_readable(path, what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"refused to load {path}: it holds objects other than tensors, numbers, strings and plain "
+            f"containers ({reason}); expected {what}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not a readable PyTorch file (truncated or of another format: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}); expected {what}"
+        ) from None
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals in `_PICKLE_ALLOWED`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a weights file")
+        return super().find_class(module, name)
+
+
+def load_weights_pickle(path: str | Path, what: str = "a weights .pkl file") -> Any:
+    """The object in a Detectron2-style `.pkl` weights file (numpy arrays in plain containers).
+
+    Decodes Python 2 strings as latin-1, as Detectron2's model-zoo files need. Raises FileNotFoundError for a
+    missing file and ValueError naming the file for an empty, truncated or non-pickle file, or for one that
+    references any global other than numpy arrays, dtypes, scalars and OrderedDict.
+    """
+    path = _check_readable(path, what)
+    with open(path, "rb") as f:
+        try:
+            return _WeightsUnpickler(f, encoding="latin1").load()
+        except pickle.UnpicklingError as err:
+            if "is not allowed" in str(err):
+                raise ValueError(f"refused to load {path}: {err}; expected {what}") from None
+            raise ValueError(f"{path} is not a readable pickle ({err}); expected {what}") from None
+        except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
+            raise ValueError(
+                f"{path} is not a readable pickle (truncated or of another format: {err}); expected {what}"
+            ) from None
