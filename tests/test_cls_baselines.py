@@ -165,5 +165,5 @@ def test_mlkd_runs_the_strong_view_through_both_networks():
         getattr(distiller, name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
     _, losses = distiller.compute_losses(images, targets, 1.0, indices)
     assert calls == {"student": 2, "teacher": 2}
-    assert {"loss_ce", "loss_ce_strong", "loss_kd", "loss_cc", "loss_bc"} == set(losses)
+    assert {"loss_ce", "loss_mlkd_ce_strong", "loss_mlkd_kd", "loss_mlkd_cc", "loss_mlkd_bc"} == set(losses)
     assert distiller.node.CE_WEIGHT == 0.1 and distiller.node.KD_WEIGHT == 0.9

@@ -80,7 +80,7 @@ def test_unikd_fuses_any_pair_from_the_models_stage_widths(student, teacher):
     assert distiller.terms["unikd"].unikd.aff_t.in_channels == distiller.teacher.stage_channels[-2:]
     x, y = _batch()
     _, losses = distiller.train().compute_losses(x, y, 1.0)
-    assert set(losses) == {"loss_ce", "loss_feat", "loss_fit", "loss_logit"}
+    assert set(losses) == {"loss_ce", "loss_unikd_feat", "loss_unikd_fit", "loss_unikd_logit"}
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in distiller.terms["unikd"].unikd.aff_s.parameters())
     assert all(p.grad is None for p in distiller.teacher.parameters())
@@ -96,7 +96,8 @@ def test_unikd_terms_equal_the_core_loss_and_ramp():
     out_s, out_t = distiller.student(x), distiller.teacher(x)
     terms = distiller.terms["unikd"].unikd(out_s.feats[-2:], out_t.feats[-2:], out_s.logits, out_t.logits, y)
     for name, value in terms.items():
-        assert torch.allclose(losses[name], 0.25 * value, atol=1e-6), name
+        key = name.replace("loss_", "loss_unikd_")
+        assert torch.allclose(losses[key], 0.25 * value, atol=1e-6), name
     # paper mode, KD logit term: beta * tau^2 KL
     assert torch.allclose(terms["loss_logit"], _kl_by_hand(out_s.logits, out_t.logits, 4.0), atol=1e-5)
 
@@ -107,7 +108,7 @@ def test_unikd_authors_code_reads_the_teacher_stage1_preactivation():
     assert distiller.terms["unikd"].unikd.fdp_t.channels == distiller.teacher.stage_channels[1]
     x, y = _batch()
     _, losses = distiller.train().compute_losses(x, y, 100.0)
-    assert set(losses) == {"loss_ce", "loss_feat", "loss_supp", "loss_logit"}
+    assert set(losses) == {"loss_ce", "loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
 
 
 def test_unikd_rejects_more_levels_than_a_model_has():

@@ -23,6 +23,10 @@ class DKDTerm(LossTerm):
         node.TEMPERATURE = 4.0
         return node
 
+    @classmethod
+    def logit_losses(cls, node: CfgNode) -> frozenset[str]:
+        return frozenset({"dkd"})
+
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         node = self.node
         logits_s, logits_t = inputs.student.logits, inputs.teacher.logits

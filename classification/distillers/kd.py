@@ -22,6 +22,10 @@ class KDTerm(LossTerm):
         node.KD_WEIGHT = 0.9
         return node
 
+    @classmethod
+    def logit_losses(cls, node: CfgNode) -> frozenset[str]:
+        return frozenset({"kd"})
+
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         node = self.node
         return {"loss_kd": node.KD_WEIGHT * kd_loss(inputs.student.logits, inputs.teacher.logits, node.TEMPERATURE)}

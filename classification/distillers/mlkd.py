@@ -10,12 +10,12 @@ from unikd_det.core.mlkd import OFFICIAL_STRONG_KD_VIEWS, OFFICIAL_TEMPERATURES,
 
 from ..data.strong_view import strong_view
 from .base import cross_entropy, no_grad_forward
-from .terms import LossTerm, TermContext, TermInputs, base_node, register_term
+from .terms import LossTerm, TermContext, TermInputs, base_node, named_losses, register_term
 
 
 @register_term("mlkd")
 class MLKDTerm(LossTerm):
-    """loss_ce_strong (the strong view's CE) + MLKD's loss_kd, loss_cc and loss_bc (KD_WEIGHT each).
+    """loss_mlkd_ce_strong (the strong view's CE) + loss_mlkd_kd, loss_mlkd_cc and loss_mlkd_bc (KD_WEIGHT each).
 
     The strong view runs through the student (with gradients) and the teacher (without) once more.
     """
@@ -44,4 +44,5 @@ class MLKDTerm(LossTerm):
         logits_t_strong = no_grad_forward(teacher, strong).logits
         losses = mlkd_loss(inputs.student.logits, logits_s_strong, inputs.teacher.logits, logits_t_strong,
                            tuple(node.TEMPERATURES), tuple(node.STRONG_KD_VIEWS), node.KD_WEIGHT)
-        return {"loss_ce_strong": inputs.ce_weight * cross_entropy(logits_s_strong, inputs.targets), **losses}
+        losses["loss_ce_strong"] = inputs.ce_weight * cross_entropy(logits_s_strong, inputs.targets)
+        return named_losses(self.NAME, losses)

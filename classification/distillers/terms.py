@@ -8,10 +8,13 @@ configuration, not classes: `DISTILLER.NAME: hybrid` with `HYBRID.TERMS: [kd, fi
 each configured by its own node, with the cross-entropy weight `HYBRID.CE_WEIGHT`.
 
 Every term node holds `CE_WEIGHT` (the cross-entropy weight when the term is the whole method; a hybrid
-uses `HYBRID.CE_WEIGHT` instead) and `WARMUP_EPOCHS`.
+uses `HYBRID.CE_WEIGHT` instead) and `WARMUP_EPOCHS`. Every loss key of a term carries the term's name,
+`loss_<name>` or `loss_<name>_<part>` (MLKD: `loss_mlkd_kd`, `loss_mlkd_cc`, ...), so the terms of a hybrid
+never overwrite each other's losses; the distiller enforces it.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +25,8 @@ from yacs.config import CfgNode
 
 from ..models import ModelOutput
 from .base import Distiller, cross_entropy, linear_warmup, register_distiller
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class LossTerm(nn.Module):
     may run extra forward passes of the student and teacher (MLKD's strong view) through `context`.
     """
 
+    NAME: str = ""  # set by register_term; every loss key is loss_<NAME> or loss_<NAME>_<part>
     CONFIG_NODE: str = ""
     NEEDS_INDICES = False
 
@@ -66,8 +72,30 @@ class LossTerm(nn.Module):
         """The node's defaults; subclasses extend `base_node()`."""
         return base_node()
 
+    @classmethod
+    def logit_losses(cls, node: CfgNode) -> frozenset[str]:
+        """The classic logit losses ("kd", "dkd") this term includes with `node`, so that a hybrid that
+        counts one twice (UniKD's own logit term next to the `kd` term) can say so."""
+        return frozenset()
+
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def warm_up(self, losses: dict[str, Tensor], progress: float) -> dict[str, Tensor]:
+        """`losses` at `progress` (fractional epochs done): all ramped in linearly over WARMUP_EPOCHS."""
+        ramp = linear_warmup(progress, self.node.WARMUP_EPOCHS)
+        return {key: ramp * value for key, value in losses.items()}
+
+
+def named_losses(term: str, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    """{loss_<part>: v} -> {loss_<term>_<part>: v}: a term's name on the keys of a core loss's parts."""
+    return {f"loss_{term}_{key.removeprefix('loss_')}": value for key, value in losses.items()}
+
+
+def check_term_key(term: str, key: str) -> None:
+    """Raise unless `key` is loss_<term> or loss_<term>_<part> (module docstring)."""
+    if key != f"loss_{term}" and not key.startswith(f"loss_{term}_"):
+        raise KeyError(f"loss {key!r} of term {term!r} does not carry the term's name (loss_{term}[_<part>])")
 
 
 def base_node(ce_weight: float = 1.0, warmup_epochs: float = 0.0) -> CfgNode:
@@ -112,6 +140,7 @@ class TermDistiller(Distiller):
         context = TermContext(student, self.teacher, num_classes, image_size, train_labels)
         classes = {name: get_term_class(name) for name in names}
         self.terms = nn.ModuleDict({name: cls(cfg[cls.CONFIG_NODE], context) for name, cls in classes.items()})
+        warn_double_counted(self.terms)
         self.NEEDS_INDICES = any(term.NEEDS_INDICES for term in self.terms.values())
 
     @classmethod
@@ -142,12 +171,27 @@ class TermDistiller(Distiller):
         inputs = TermInputs(images, targets, indices, out_s, out_t, self.ce_weight())
         losses = {"loss_ce": inputs.ce_weight * cross_entropy(out_s.logits, targets)}
         for name, term in self.terms.items():
-            ramp = linear_warmup(progress, term.node.WARMUP_EPOCHS)
-            for key, value in term(inputs).items():
+            for key, value in term.warm_up(term(inputs), progress).items():
+                check_term_key(name, key)
                 if key in losses:
                     raise KeyError(f"loss {key!r} of term {name!r} clashes with another term's loss")
-                losses[key] = ramp * value
+                losses[key] = value
         return out_s.logits, losses
+
+
+def warn_double_counted(terms: nn.ModuleDict) -> None:
+    """Log one warning when two terms include the same logit loss (e.g. UNIKD.LOGIT_LOSS kd and the kd term)."""
+    owners: dict[str, list[str]] = {}
+    for name, term in terms.items():
+        for loss in type(term).logit_losses(term.node):
+            owners.setdefault(loss, []).append(name)
+    doubled = {loss: names for loss, names in owners.items() if len(names) > 1}
+    if doubled:
+        logger.warning(
+            "these terms count the same logit loss more than once: %s; set UNIKD.LOGIT_LOSS none (or drop a "
+            "term) unless that is intended",
+            "; ".join(f"{loss} in {' and '.join(names)}" for loss, names in sorted(doubled.items())),
+        )
 
 
 def register_term(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
@@ -157,6 +201,7 @@ def register_term(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
         if name in _TERMS:
             raise KeyError(f"loss term {name!r} is already registered")
         _TERMS[name] = cls
+        cls.NAME = name
         single = type(
             f"{cls.__name__}Distiller",
             (TermDistiller,),

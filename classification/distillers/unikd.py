@@ -2,8 +2,10 @@
 pooled fused map, the closed-form Gaussian KL, the teacher fit and a logit term, all from unikd_det.core.
 
 The AFF channel lists come from the models' `stage_channels`, so any zoo pair works without per-pair
-channel settings. In `authors_code` mode the teacher side is its stage-1 pre-activation map, as in the
-authors' research code.
+channel settings. In `authors_code` mode the teacher side is its stage-1 pre-activation map and the
+warm-up ramps only the DKD logit term, as in the authors' research code (FabienCode/mdistiller,
+mdistiller/distillers/UniLogits.py: only `loss_logits` carries min(epoch / WARMUP, 1)); in paper mode it
+ramps every UniKD loss.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from yacs.config import CfgNode
 from unikd_det.core import UniKDLoss, UniKDOptions
 
 from ..models import ModelOutput
-from .terms import LossTerm, TermContext, TermInputs, base_node, register_term
+from .base import linear_warmup
+from .terms import LossTerm, TermContext, TermInputs, base_node, named_losses, register_term
 
 
 def tapped_levels(output: ModelOutput, num_levels: int) -> list[Tensor]:
@@ -29,8 +32,9 @@ def authors_teacher_map(output: ModelOutput) -> Tensor:
 
 @register_term("unikd")
 class UniKDTerm(LossTerm):
-    """The UniKD terms: alpha * L_FL, the teacher fit and beta * L_L (LOGIT_LOSS none leaves L_L to another
-    term of a hybrid, e.g. `HYBRID.TERMS: [unikd, nkd]`)."""
+    """The UniKD terms loss_unikd_feat (alpha * L_FL), loss_unikd_fit (the teacher fit; loss_unikd_supp in
+    authors_code mode) and loss_unikd_logit (beta * L_L; LOGIT_LOSS none leaves L_L to another term of a
+    hybrid, e.g. `HYBRID.TERMS: [unikd, nkd]`)."""
 
     CONFIG_NODE = "UNIKD"
 
@@ -75,7 +79,22 @@ class UniKDTerm(LossTerm):
         options = UniKDOptions.from_node(node)
         self.unikd = UniKDLoss(list(student.stage_channels[-levels:]), teacher_channels, context.num_classes, options)
 
+    @classmethod
+    def logit_losses(cls, node: CfgNode) -> frozenset[str]:
+        if node.MODE == "authors_code":
+            return frozenset({"dkd"})
+        return frozenset({node.LOGIT_LOSS}) - {"none"}
+
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         levels, out_s, out_t = self.node.NUM_LEVELS, inputs.student, inputs.teacher
         feats_t = [authors_teacher_map(out_t)] if self.authors_code else tapped_levels(out_t, levels)
-        return self.unikd(tapped_levels(out_s, levels), feats_t, out_s.logits, out_t.logits, inputs.targets)
+        losses = self.unikd(tapped_levels(out_s, levels), feats_t, out_s.logits, out_t.logits, inputs.targets)
+        return named_losses(self.NAME, losses)
+
+    def warm_up(self, losses: dict[str, Tensor], progress: float) -> dict[str, Tensor]:
+        """authors_code: only the DKD logit loss ramps in (module docstring); paper mode: every loss."""
+        if not self.authors_code:
+            return super().warm_up(losses, progress)
+        logit_key = f"loss_{self.NAME}_logit"
+        ramp = linear_warmup(progress, self.node.WARMUP_EPOCHS)
+        return {key: ramp * value if key == logit_key else value for key, value in losses.items()}
