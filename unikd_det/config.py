@@ -3,8 +3,10 @@
 Student settings stay in the stock `MODEL.*`, `INPUT.*` and `SOLVER.*` keys. Each loss term is an
 independent sub-node with an `ENABLED` switch, so terms combine freely (ROI KD + UniKD, ...).
 """
+import yaml
 from detectron2.config import CfgNode as CN
 
+from .core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
 from .mobilenet_fpn import add_mobilenetv2_config
 
 ROI_LOSSES = ("kl", "dkd")
@@ -104,3 +106,69 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.UNIKD.AFF = CN()
     _C.DISTILL.UNIKD.AFF.ENABLED = True
     _C.DISTILL.UNIKD.AFF.CHANNELS = 32
+
+
+def merge_config_file(cfg: CN, path: str) -> None:
+    """`cfg.merge_from_file(path)` with YAML's Python tags refused, in `path` and in every `_BASE_` it names.
+
+    Detectron2's `merge_from_file` defaults to `allow_unsafe=True`, which falls back to `yaml.unsafe_load`
+    and so runs the code a `!!python/object/apply:...` tag names. Every config this project reads goes
+    through here instead; a file with such a tag is refused with a ValueError naming it.
+    """
+    try:
+        cfg.merge_from_file(path, allow_unsafe=False)
+    except yaml.constructor.ConstructorError as err:
+        raise ValueError(
+            f"refused to load config {path}: it (or a _BASE_ it names) holds a YAML tag that constructs a "
+            f"Python object, which a config never needs:\n{err}"
+        ) from None
+
+
+# Detection bounds, checked before the shared ones (the first matching rule wins). Stock Detectron2 keys are
+# checked only where listed here: some use 0 to mean "off" (TEST.EVAL_PERIOD) and must keep that meaning.
+DETECTION_VALUE_RULES: tuple[ValueRule, ...] = (
+    ValueRule("SOLVER.BASE_LR", 0.0, warn_at=0.0),
+    ValueRule("SOLVER.IMS_PER_BATCH", 1.0),
+    ValueRule("SOLVER.MAX_ITER", 1.0),
+    ValueRule("SOLVER.CHECKPOINT_PERIOD", 1.0),
+    ValueRule("SOLVER.WARMUP_ITERS", 0.0),
+    ValueRule("SOLVER.MOMENTUM", 0.0),
+    ValueRule("SOLVER.GAMMA", 0.0, strict=True),
+    ValueRule("*.BATCH_SIZE_PER_IMAGE", 1.0),
+    ValueRule("MODEL.ROI_HEADS.NUM_CLASSES", 1.0),
+    ValueRule("TEST.EVAL_PERIOD", 0.0),
+    ValueRule("DISTILL.UNIKD.POOLER_RESOLUTION", 1.0),
+    ValueRule("DISTILL.UNIKD.LOGVAR_BOUND", 0.0, strict=True),
+    ValueRule("DISTILL.REVIEWKD.POOL_SIZES", 1.0),
+    ValueRule("DISTILL.*ALPHA", 0.0),
+    ValueRule("DISTILL.*BETA", 0.0),
+)
+# The stock keys above, checked by `validate_config` (the whole DISTILL node is checked too).
+CHECKED_STOCK_KEYS = (
+    "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH", "SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.WARMUP_ITERS",
+    "SOLVER.MOMENTUM", "SOLVER.GAMMA", "SOLVER.WEIGHT_DECAY", "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "MODEL.ROI_HEADS.NUM_CLASSES", "TEST.EVAL_PERIOD",
+)
+
+
+def _value(cfg: CN, dotted_key: str):
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+def check_distill_values(cfg: CN) -> None:
+    """Raise one ValueError naming every bad numeric key of `cfg.DISTILL` (temperatures > 0, weights >= 0,
+    AFF channels >= 1, ...), so a bad value is refused when the model is built, not mid-training."""
+    check_config_values({"DISTILL": cfg.DISTILL}, DETECTION_VALUE_RULES + COMMON_VALUE_RULES)
+
+
+def validate_config(cfg: CN) -> list[str]:
+    """Check `cfg.DISTILL` and the solver, batch and class-count keys of a training config before any work.
+
+    Raises one ValueError listing every bad key with its value and bound; returns the warnings (SOLVER.BASE_LR
+    of 0, which trains nothing), also logged.
+    """
+    stock = {key: _value(cfg, key) for key in CHECKED_STOCK_KEYS}
+    return check_config_values({"DISTILL": cfg.DISTILL, **stock}, DETECTION_VALUE_RULES + COMMON_VALUE_RULES)

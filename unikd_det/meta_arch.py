@@ -13,6 +13,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from .config import check_distill_values
 from .roi_tap import ROIHeadTap
 from .teacher import FrozenTeacher, load_teacher_config, teacher_output_shapes, validate_teacher_config
 from .terms import DistillContext, build_distill_terms, enabled_term_classes
@@ -29,6 +30,30 @@ def build_student(cfg: CfgNode) -> GeneralizedRCNN:
     if not isinstance(student, GeneralizedRCNN):
         raise ValueError(f"DISTILL.STUDENT_META_ARCHITECTURE must build a GeneralizedRCNN, got {type(student)}")
     return student
+
+
+def warn_if_logit_loss_counted_twice(cfg: CfgNode) -> None:
+    """UniKD's own logit term (LOGIT_LOSS kl | dkd, weighted by BETA) already distils the ROI logits; adding
+    DISTILL.ROI or DISTILL.MLKD distils them a second time. Allowed (a hybrid may want it), but said once."""
+    others = [node for node in ("ROI", "MLKD") if cfg.DISTILL[node].ENABLED]
+    if cfg.DISTILL.UNIKD.ENABLED and cfg.DISTILL.UNIKD.LOGIT_LOSS != "none" and others:
+        logger.warning(
+            "DISTILL.UNIKD.LOGIT_LOSS %s and DISTILL.%s both distil the ROI logits, so the logit KD is counted "
+            "twice; set DISTILL.UNIKD.LOGIT_LOSS none to keep only the %s term",
+            cfg.DISTILL.UNIKD.LOGIT_LOSS, " and DISTILL.".join(others), "/".join(others),
+        )
+
+
+def add_term_losses(losses: dict[str, torch.Tensor], term: str, term_losses: dict[str, torch.Tensor]) -> None:
+    """Add one term's losses to `losses`, in place. Each key must name its term (`term` is one of its
+    `_`-separated words, as in `loss_kd_roi`) and be new: a clash with the detector's or another term's key
+    would silently drop one loss from the sum, so it is refused."""
+    for name, value in term_losses.items():
+        if name in losses:
+            raise ValueError(f"distillation term {term!r} returned loss {name!r}, which another loss already uses")
+        if not name.startswith("loss_") or term not in name.split("_"):
+            raise ValueError(f"distillation term {term!r} returned loss {name!r}: its keys must be loss_*_{term}_*")
+        losses[name] = value
 
 
 @META_ARCH_REGISTRY.register()
@@ -59,10 +84,12 @@ class DistillRCNN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
+        check_distill_values(cfg)
         student = build_student(cfg)
         if not enabled_term_classes(cfg):
             logger.warning("No DISTILL term is enabled: DistillRCNN trains the student alone")
             return {"student": student, "terms": nn.ModuleDict(), "teacher_cfg": None}
+        warn_if_logit_loss_counted_twice(cfg)
         teacher_cfg = load_teacher_config(cfg)
         validate_teacher_config(cfg, teacher_cfg)
         student_shapes: dict[str, ShapeSpec] = student.backbone.output_shape()
@@ -124,8 +151,8 @@ class DistillRCNN(nn.Module):
         )
         factor = self.warmup_factor()
         losses = {**detector_losses, **proposal_losses}
-        for term in self.distill_terms.values():
-            losses.update({name: factor * value for name, value in term(ctx).items()})
+        for name, term in self.distill_terms.items():
+            add_term_losses(losses, name, {key: factor * value for key, value in term(ctx).items()})
 
         if student.vis_period > 0 and get_event_storage().iter % student.vis_period == 0:
             student.visualize_training(batched_inputs, proposals)

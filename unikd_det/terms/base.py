@@ -39,7 +39,11 @@ class DistillContext:
 
 
 class DistillTerm(nn.Module):
-    """Base class of a loss term: `forward(ctx)` returns named, weighted scalar losses."""
+    """Base class of a loss term: `forward(ctx)` returns named, weighted scalar losses.
+
+    Each key starts with `loss_` and has the term's name (`CONFIG_NODE` in lower case) as one of its
+    `_`-separated words, so the keys of different terms, and the detector's own, stay apart; DistillRCNN
+    refuses a key that breaks this or that another loss already uses."""
 
     CONFIG_NODE: str = ""
 

@@ -27,8 +27,6 @@ class ROIDistill(DistillTerm):
         self.loss = check_choice("DISTILL.ROI.LOSS", node.LOSS, ROI_LOSSES)
         self.bg_mode = check_choice("DISTILL.ROI.BG_MODE", node.BG_MODE, ROI_BACKGROUND_MODES)
         self.weight = node.WEIGHT
-        if node.TEMPERATURE <= 0:
-            raise ValueError(f"DISTILL.ROI.TEMPERATURE must be > 0, got {node.TEMPERATURE}")
         self.temperature = node.TEMPERATURE
         self.dkd_alpha = node.DKD_ALPHA
         self.dkd_beta = node.DKD_BETA
