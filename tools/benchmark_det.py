@@ -37,6 +37,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from unikd_det import add_distill_config  # noqa: E402
+from unikd_det.config import merge_config_file  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.teacher import FrozenTeacher, load_teacher_config  # noqa: E402
 
@@ -58,7 +59,7 @@ STUDENT_CONFIG = "configs/Demo/student-R18.yaml"
 def make_cfg(args: argparse.Namespace, teacher_weights: str, *opts) -> CfgNode:
     cfg = get_cfg()
     add_distill_config(cfg)
-    cfg.merge_from_file(str(REPO / STUDENT_CONFIG))
+    merge_config_file(cfg, str(REPO / STUDENT_CONFIG))
     size = args.size
     cfg.merge_from_list([
         "MODEL.DEVICE", args.device, "SOLVER.IMS_PER_BATCH", args.batch,

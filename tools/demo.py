@@ -43,6 +43,7 @@ from tabulate import tabulate  # noqa: E402
 
 from classification.bench import run_grid  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
+from unikd_det.config import merge_config_file  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
@@ -64,7 +65,7 @@ CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_m
 def stage_config(config_file: str, output_dir: Path, teacher_config: str, teacher_weights: Path) -> CfgNode:
     cfg = get_cfg()
     add_distill_config(cfg)
-    cfg.merge_from_file(str(REPO / config_file))
+    merge_config_file(cfg, str(REPO / config_file))
     cfg.OUTPUT_DIR = str(output_dir)
     if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
         cfg.DISTILL.TEACHER.CONFIG = teacher_config

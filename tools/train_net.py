@@ -1,60 +1,120 @@
 #!/usr/bin/env python
 """Train or evaluate a detector with distillation, in Detectron2's conventions.
 
-    python tools/train_net.py --config-file configs/COCO/UniKD-R18-R101.yaml [--eval-only] [--resume]
+    python tools/train_net.py --config-file configs/COCO/UniKD-R18-R101.yaml [--eval-only] [--resume | --overwrite]
         [--num-gpus N] [KEY VALUE ...]
 
-`--eval-only` evaluates the student alone (the teacher is not built) with COCOEvaluator.
+`--eval-only` evaluates the student alone (the teacher is not built) with COCOEvaluator. A training run owns
+its OUTPUT_DIR: one that already holds a run is refused unless `--resume` continues it or `--overwrite`
+deletes it, and a second run into a folder in use is refused. Config files are read without YAML's Python
+tags and weights without running code from them; every numeric value is checked before any work.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 
 from unikd_det import add_distill_config  # noqa: E402
+from unikd_det.checkpoint import SafeDetectionCheckpointer  # noqa: E402
+from unikd_det.config import merge_config_file, validate_config  # noqa: E402
+from unikd_det.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
 BUILTIN_DATASETS = {"fashion_mosaic_train", "fashion_mosaic_val"}
+# What a Detectron2 training run leaves in OUTPUT_DIR (what --overwrite deletes).
+RUN_FILES = ("last_checkpoint", "model_*.pth", "metrics.json", "events.out.tfevents.*")
+# Switches that may also come after the KEY VALUE overrides.
+FLAGS = ("--resume", "--overwrite", "--eval-only")
 
 
-def setup(args):
+def argument_parser() -> argparse.ArgumentParser:
+    """Detectron2's parser plus `--overwrite`."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help=f"delete the run already in OUTPUT_DIR ({', '.join(RUN_FILES)}; each file is named) and start over",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line. Detectron2 collects everything after the first override into `opts`
+    (argparse.REMAINDER), so `... SOLVER.MAX_ITER 10 --resume` would merge "--resume" as a key; the switches
+    in FLAGS are taken out of `opts` and set wherever they appear."""
+    args = argument_parser().parse_args(argv)
+    for flag in FLAGS:
+        if flag in args.opts:
+            args.opts = [opt for opt in args.opts if opt != flag]
+            setattr(args, flag[2:].replace("-", "_"), True)
+    return args
+
+
+def load_config(args: argparse.Namespace) -> CfgNode:
+    """The frozen config of `--config-file` and the overrides, read safely and value-checked."""
     cfg = get_cfg()
     add_distill_config(cfg)
-    cfg.merge_from_file(args.config_file)
+    merge_config_file(cfg, args.config_file)
     cfg.merge_from_list(args.opts)
+    validate_config(cfg)
     cfg.freeze()
+    return cfg
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    cfg = load_config(args)
     default_setup(cfg, args)
     if BUILTIN_DATASETS & set(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
         register_fashion_mosaic(REPO / "datasets" / "fashion_mosaic")
     return cfg
 
 
-def main(args):
+def claim_run(args: argparse.Namespace) -> OutputDirLock | None:
+    """Lock OUTPUT_DIR for a training run and refuse one that would mix with a run already there.
+
+    Called once, in the launching process before `launch` starts the workers (and only on machine rank 0),
+    so the lock lives as long as the whole run. Evaluation only reads checkpoints and takes no lock.
+    """
+    if args.eval_only or args.machine_rank != 0:
+        return None
+    cfg = load_config(args)
+    return claim_output_dir(cfg.OUTPUT_DIR, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
+
+
+def main(args: argparse.Namespace):
     cfg = setup(args)
     if args.eval_only:
         model = DistillTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return DistillTrainer.test(cfg, model)
     trainer = DistillTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
+def run(args: argparse.Namespace) -> None:
+    """Claim OUTPUT_DIR, then run `main` on every GPU with Detectron2's `launch`."""
+    lock = claim_run(args)
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    run(parse_args())

@@ -13,14 +13,14 @@ from typing import Iterator
 
 import torch
 from detectron2 import model_zoo
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, build_backbone
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Boxes, ImageList
 
-from .config import add_distill_config
+from .checkpoint import SafeDetectionCheckpointer
+from .config import add_distill_config, merge_config_file
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def load_teacher_config(cfg: CfgNode) -> CfgNode:
     """Build the teacher's own config from `cfg.DISTILL.TEACHER` (CONFIG, then OPTS)."""
     teacher_cfg = get_cfg()
     add_distill_config(teacher_cfg)  # lets a teacher YAML that was itself a distillation run merge
-    teacher_cfg.merge_from_file(resolve_config_path(cfg.DISTILL.TEACHER.CONFIG))
+    merge_config_file(teacher_cfg, resolve_config_path(cfg.DISTILL.TEACHER.CONFIG))
     teacher_cfg.merge_from_list(list(cfg.DISTILL.TEACHER.OPTS))
     teacher_cfg.MODEL.WEIGHTS = cfg.DISTILL.TEACHER.WEIGHTS
     teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
@@ -132,7 +132,8 @@ class FrozenTeacher:
 
     @classmethod
     def from_config(cls, teacher_cfg: CfgNode) -> "FrozenTeacher":
-        """Build the teacher from its config and load `MODEL.WEIGHTS` with its own checkpointer."""
+        """Build the teacher from its config and load `MODEL.WEIGHTS` with its own checkpointer, strictly:
+        weights that leave a key missing, unexpected or of another shape are refused (ValueError naming them)."""
         weights = teacher_cfg.MODEL.WEIGHTS
         random_weights = _random_weights_allowed and not os.path.isfile(weights)
         if not random_weights:
@@ -142,7 +143,7 @@ class FrozenTeacher:
         if random_weights:
             logger.warning("TEST ONLY: teacher weights %r not loaded, the teacher is random", weights)
         else:
-            DetectionCheckpointer(model).load(weights)
+            SafeDetectionCheckpointer(model, strict=True).load(weights)
             logger.info("Loaded distillation teacher from %s", weights)
         return cls(model, teacher_cfg.INPUT.FORMAT)
 
