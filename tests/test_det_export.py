@@ -151,10 +151,11 @@ def test_export_rejects_bad_inputs(tmp_path):
 
 def test_wrapper_initialises_its_student_from_a_stock_pkl_backbone(make_cfg, build, tmp_path):
     """MODEL.WEIGHTS of the COCO configs is an ImageNet backbone .pkl in Detectron2's converted format; the
-    checkpointer's matching heuristics must put it into `student.backbone.bottom_up` of the wrapper."""
+    trainer's checkpointer (restricted unpickler, then Detectron2's matching heuristics) must put it into
+    `student.backbone.bottom_up` of the wrapper."""
     import pickle
 
-    from detectron2.checkpoint import DetectionCheckpointer
+    from unikd_det.checkpoint import SafeDetectionCheckpointer
 
     cfg = make_cfg(unikd=True)
     source = build(cfg, seed=5).student.backbone.bottom_up.state_dict()
@@ -167,7 +168,7 @@ def test_wrapper_initialises_its_student_from_a_stock_pkl_backbone(make_cfg, bui
     path.write_bytes(pickle.dumps(blob))
     wrapper = build(cfg, seed=6)
     before = {k: v.clone() for k, v in wrapper.state_dict().items() if not k.startswith("student.backbone.bottom_up.")}
-    DetectionCheckpointer(wrapper).load(str(path))
+    SafeDetectionCheckpointer(wrapper).load(str(path))
     loaded = wrapper.student.backbone.bottom_up.state_dict()
     for key, value in blob["model"].items():
         assert torch.equal(loaded[key], torch.from_numpy(value)), key
