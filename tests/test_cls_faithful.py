@@ -2,11 +2,15 @@
 they tap, which way they resample when the sizes differ, what their warm-ups ramp and how CRD samples."""
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from classification.config import load_cfg
 from classification.distillers import get_distiller_class
 from classification.models import build_model
+from unikd_det.core.crd import ContrastSampler, sample_contrast_indices
+from unikd_det.core.ofd import ofd_margin_from_features
 
 NUM_CLASSES = 5
 NUM_TRAIN = 40
@@ -49,3 +53,151 @@ def test_unikd_paper_mode_still_ramps_every_term():
     _, late = distiller.compute_losses(images, targets, progress=40.0)
     for key in ("loss_unikd_feat", "loss_unikd_fit", "loss_unikd_logit"):
         assert torch.allclose(early[key], 0.25 * late[key], rtol=1e-6), key
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ReviewKD: dvlab-research/ReviewKD CIFAR-100/{train.py, model/reviewkd.py}; mdistiller/distillers/ReviewKD.py
+# ---------------------------------------------------------------------------------------------------------
+def _official_abf(abf, x, residual, out_size):
+    """One ABF as the official forward: conv1+BN, nearest-upsampled residual, two sigmoid gates, then a
+    nearest resize to the output size before conv2+BN; the resized map goes on to the finer level."""
+    x = abf.transform(x)
+    if residual is not None:
+        residual = F.interpolate(residual, x.shape[-2:], mode="nearest")
+        z = torch.sigmoid(abf.attention(torch.cat([x, residual], 1)))
+        x = x * z[:, 0:1] + residual * z[:, 1:2]
+    if x.shape[-2:] != out_size:
+        x = F.interpolate(x, out_size, mode="nearest")
+    return abf.output(x), x
+
+
+def _official_hcl(fs, ft):
+    loss = F.mse_loss(fs, ft)
+    cnt = tot = 1.0
+    for size in (4, 2, 1):
+        if size >= fs.shape[2]:
+            continue
+        cnt /= 2.0
+        loss = loss + F.mse_loss(F.adaptive_avg_pool2d(fs, size), F.adaptive_avg_pool2d(ft, size)) * cnt
+        tot += cnt
+    return loss / tot
+
+
+def _official_reviewkd(distiller, images, student_preact=False):
+    out_s, out_t = distiller.student(images), distiller.teacher(images)
+    maps_s = out_s.preact_feats if student_preact else out_s.feats
+    student = list(maps_s[1:]) + [out_s.pooled[:, :, None, None]]
+    teacher = list(out_t.preact_feats[1:]) + [out_t.pooled[:, :, None, None]]  # the teacher: pre-activation
+    count = min(len(student), len(teacher))
+    student, teacher = student[-count:], teacher[-count:]
+    fusions = distiller.terms["reviewkd"].fusion.fusions
+    outputs, residual = [], None
+    for abf, s, t in zip(list(fusions)[::-1], student[::-1], teacher[::-1]):
+        out, residual = _official_abf(abf, s, residual, t.shape[-2:])
+        outputs.insert(0, out)
+    return distiller.node.WEIGHT * sum(_official_hcl(o, t) for o, t in zip(outputs, teacher))
+
+
+@pytest.mark.parametrize("student,teacher", [("resnet8", "resnet14"), ("ShuffleV1", "resnet14"),
+                                             ("ShuffleV2", "wrn_16_2")])
+@pytest.mark.parametrize("student_preact", [False, True])
+def test_reviewkd_matches_the_official_taps_and_upsampling(student, teacher, student_preact):
+    distiller = _build("reviewkd", "REVIEWKD.WEIGHT", 0.6, "REVIEWKD.STUDENT_PREACT", student_preact,
+                       student=student, teacher=teacher).eval()
+    images, targets, _ = _batch()
+    _, losses = distiller.compute_losses(images, targets, progress=100.0)
+    with torch.no_grad():
+        expected = _official_reviewkd(distiller, images, student_preact)
+        sizes_s = [f.shape[-1] for f in distiller.student(images).feats[1:]]
+        sizes_t = [f.shape[-1] for f in distiller.teacher(images).feats[1:]]
+    assert torch.allclose(losses["loss_reviewkd"], expected, rtol=1e-5)
+    if student.startswith("Shuffle"):
+        assert sizes_s[-1] < sizes_t[-1]  # the pair really exercises the upsampling
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OFD: megvii-research/mdistiller, mdistiller/distillers/OFD.py (feat_loss, ofd_loss)
+# ---------------------------------------------------------------------------------------------------------
+def _official_feat_loss(source, target, margin):
+    """mdistiller's three-case partial L2, summed over C, H, W and averaged over the batch."""
+    margin = margin.view(1, -1, 1, 1)
+    loss = ((source - margin) ** 2 * ((source > margin) & (target <= margin))
+            + (source - target) ** 2 * ((source > target) & (target > margin) & (target <= 0))
+            + (source - target) ** 2 * (target > 0))
+    return loss.mean(dim=0).sum()
+
+
+@pytest.mark.parametrize("student,teacher", [("resnet8x4", "resnet14"), ("ShuffleV1", "resnet14"),
+                                             ("ShuffleV2", "wrn_16_2")])
+def test_ofd_pools_the_teacher_down_to_the_student_as_the_official_code(student, teacher):
+    distiller = _build("ofd", student=student, teacher=teacher).eval()
+    images, targets, _ = _batch()
+    _, losses = distiller.compute_losses(images, targets, progress=100.0)
+    with torch.no_grad():
+        pre_s = distiller.student(images).preact_feats[1:]
+        pre_t = distiller.teacher(images).preact_feats[1:]
+        count = min(len(pre_s), len(pre_t))
+        pre_s, pre_t = pre_s[-count:], pre_t[-count:]
+        connectors = distiller.terms["ofd"].connectors
+        expected = 0.0
+        for i, (s, t, connector) in enumerate(zip(pre_s, pre_t, connectors)):
+            # the margin from the teacher's full-size map (our documented stand-in for its BN statistics)
+            margin = ofd_margin_from_features(t)
+            pooled_t = F.adaptive_avg_pool2d(t, s.shape[-2:])
+            expected = expected + _official_feat_loss(connector(s), pooled_t, margin) / 2 ** (count - 1 - i)
+    assert torch.allclose(losses["loss_ofd"], distiller.node.WEIGHT * expected, rtol=1e-5)
+    if student.startswith("Shuffle"):
+        assert pre_s[-1].shape[-1] < pre_t[-1].shape[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CRD negatives: HobbitLong/RepDistiller dataset/cifar100.py and mdistiller/dataset/cifar100.py draw
+# np.random.choice(cls_negative, k, replace=k > len(cls_negative)); mdistiller/dataset/imagenet.py replace=True
+# ---------------------------------------------------------------------------------------------------------
+def test_crd_negatives_are_distinct_when_the_other_classes_hold_k_samples():
+    labels = torch.arange(100) % 4  # 75 samples of other classes per anchor
+    sampler = ContrastSampler(labels)
+    index = torch.tensor([0, 1, 2, 3, 50, 99])
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(100)
+    trials = 400
+    for _ in range(trials):
+        out = sampler(index, 75, generator)
+        negatives = out[:, 1:]
+        assert (labels[negatives] != labels[index][:, None]).all()
+        assert all(len(set(row.tolist())) == 75 for row in negatives)  # K = all others: each exactly once
+        half = sampler(index[:1], 30, generator)[0, 1:]
+        assert len(set(half.tolist())) == 30
+        counts.index_add_(0, half, torch.ones(30))
+    others = labels != labels[0]
+    assert counts[~others].sum() == 0
+    expected = trials * 30 / 75  # uniform over the 75 others: 160 each, binomial std about 9.8
+    assert (counts[others] - expected).abs().max() < 5 * 9.8
+
+
+def test_crd_negatives_fall_back_to_replacement_only_for_anchors_with_too_few_others():
+    labels = torch.tensor([0] * 90 + [1] * 10)  # class 0 anchors have 10 others, class 1 anchors 90
+    out = sample_contrast_indices(torch.tensor([0, 95]), labels, 40, torch.Generator().manual_seed(1))
+    assert len(set(out[1, 1:].tolist())) == 40  # 40 <= 90: distinct
+    assert set(out[0, 1:].tolist()) <= set(range(90, 100))  # 40 > 10: with replacement, as the official
+    assert (labels[out[:, 1:]] != labels[torch.tensor([0, 95])][:, None]).all()
+
+
+def test_crd_negatives_always_with_replacement_as_the_imagenet_sampler():
+    labels = torch.arange(100) % 4
+    out = sample_contrast_indices(torch.arange(8), labels, 75, torch.Generator().manual_seed(2), replacement="always")
+    assert all(len(set(row.tolist())) < 75 for row in out[:, 1:])  # P(no repeat in 75 of 75) ~ 1e-32
+    with pytest.raises(ValueError, match="replacement"):
+        sample_contrast_indices(torch.arange(2), labels, 4, None, replacement="never")
+
+
+@pytest.mark.parametrize("replacement", ["auto", "always"])
+def test_crd_term_passes_its_replacement_switch_to_the_sampler(replacement):
+    distiller = _build("crd", "CRD.NCE_K", 16, "CRD.REPLACEMENT", replacement)
+    sampler = distiller.terms["crd"].sampler
+    seen = []
+    forward = sampler.forward
+    sampler.forward = lambda *args, **kwargs: seen.append(kwargs["replacement"]) or forward(*args, **kwargs)
+    images, targets, indices = _batch()
+    distiller.train().compute_losses(images, targets, 1.0, indices)
+    assert seen == [replacement]

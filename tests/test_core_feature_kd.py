@@ -310,6 +310,22 @@ def test_review_fusion_shapes_and_order():
     assert fusion.fusions[-1].attention is None and all(f.attention is not None for f in fusion.fusions[:-1])
 
 
+def test_review_fusion_resizes_before_the_output_conv_to_the_given_sizes():
+    fusion = ReviewFusion([4, 6, 8], [5, 7, 9], mid_channels=6).eval()
+    feats = _three_levels(9)
+    sizes = [(32, 24), (16, 12), (3, 3)]
+    outs = fusion(feats, sizes)
+    assert [tuple(o.shape[-2:]) for o in outs] == sizes
+    # the coarsest level at its own size; the next one: upsampled (nearest) mixed map, then the 3x3 conv
+    coarse_out, coarse_mixed = fusion.fusions[2](feats[2])
+    assert torch.equal(outs[2], coarse_out)
+    _, mixed = fusion.fusions[1](feats[1], coarse_mixed)
+    up = torch.nn.functional.interpolate(mixed, size=(16, 12), mode="nearest")
+    assert torch.allclose(outs[1], fusion.fusions[1].output(up), atol=1e-6)
+    with pytest.raises(ValueError, match="output sizes"):
+        fusion(feats, sizes[:2])
+
+
 def test_review_fusion_gradient_flow():
     fusion = ReviewFusion([4, 6, 8], [5, 7, 9], mid_channels=6)
     feats = _three_levels(10, requires_grad=True)

@@ -4,24 +4,20 @@ a partial L2 skips positions where both are negative (mdistiller's setting: weig
 
 The margin is the mean of the negative part of a per-channel Gaussian; our models expose no
 BN-before-ReLU modules, so the Gaussian is estimated from the teacher's pre-activation maps of the batch
-(`ofd_margin_from_features`). Deeper stages weigh more: stage i of n counts 1 / 2^(n - 1 - i), as in the
-original.
+(`ofd_margin_from_features`, on the teacher's map at its own size). Deeper stages weigh more: stage i of n
+counts 1 / 2^(n - 1 - i), as in the original. Where the sizes differ (ShuffleNet and MobileNet students),
+the teacher's map is average-pooled to the student's size (megvii-research/mdistiller,
+mdistiller/distillers/OFD.py, `ofd_loss`; the clovaai/overhaul-distillation pairs share sizes).
 """
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
 from unikd_det.core.ofd import OFDConnector, ofd_loss, ofd_margin_from_features
 
-from ..models import ModelOutput
-from .terms import LossTerm, TermContext, TermInputs, base_node, match_spatial, pair_from_deepest, register_term
-
-
-def preactivations(output: ModelOutput) -> list[Tensor]:
-    """Stage maps before their last activation (the post-activation maps where a model has none)."""
-    maps = output.preact_feats if output.preact_feats is not None else output.feats
-    return list(maps[1:])
+from .terms import LossTerm, TermContext, TermInputs, base_node, pair_from_deepest, register_term, stage_maps
 
 
 @register_term("ofd")
@@ -42,11 +38,11 @@ class OFDTerm(LossTerm):
         self.connectors = nn.ModuleList(OFDConnector(c_s, c_t) for c_s, c_t in channels)
 
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
-        pairs = pair_from_deepest(preactivations(inputs.student), preactivations(inputs.teacher))
+        pairs = pair_from_deepest(stage_maps(inputs.student, True), stage_maps(inputs.teacher, True))
         total = inputs.images.new_zeros(())
         count = len(pairs)
         for i, ((feat_s, feat_t), connector) in enumerate(zip(pairs, self.connectors)):
-            mapped = match_spatial(connector(feat_s), tuple(feat_t.shape[-2:]))
             margin = ofd_margin_from_features(feat_t)
-            total = total + ofd_loss(mapped, feat_t, margin) / 2 ** (count - 1 - i)
+            target = F.adaptive_avg_pool2d(feat_t, tuple(feat_s.shape[-2:]))
+            total = total + ofd_loss(connector(feat_s), target, margin) / 2 ** (count - 1 - i)
         return {"loss_ofd": self.node.WEIGHT * total}

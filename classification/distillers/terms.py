@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
@@ -252,13 +251,11 @@ def probe_outputs(model: nn.Module, image_size: int) -> ModelOutput:
     return out
 
 
-def match_spatial(feat: Tensor, size: tuple[int, int]) -> Tensor:
-    """`feat` at spatial `size`: average-pooled when larger, bilinearly upsampled when smaller."""
-    if tuple(feat.shape[-2:]) == tuple(size):
-        return feat
-    if feat.shape[-2] >= size[0] and feat.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(feat, size)
-    return F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+def stage_maps(output: ModelOutput, preact: bool) -> list[Tensor]:
+    """The stage maps after the stem: before their last activation when `preact` (the activated maps where
+    an architecture has no pre-activation tensor, e.g. MobileNetV2), else after it."""
+    maps = output.preact_feats if preact and output.preact_feats is not None else output.feats
+    return list(maps[1:])
 
 
 def pair_from_deepest(feats_s: list[Tensor], feats_t: list[Tensor]) -> list[tuple[Tensor, Tensor]]:

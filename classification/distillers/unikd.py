@@ -16,7 +16,7 @@ from unikd_det.core import UniKDLoss, UniKDOptions
 
 from ..models import ModelOutput
 from .base import linear_warmup
-from .terms import LossTerm, TermContext, TermInputs, base_node, named_losses, register_term
+from .terms import LossTerm, TermContext, TermInputs, base_node, named_losses, register_term, stage_maps
 
 
 def tapped_levels(output: ModelOutput, num_levels: int) -> list[Tensor]:
@@ -26,8 +26,7 @@ def tapped_levels(output: ModelOutput, num_levels: int) -> list[Tensor]:
 
 def authors_teacher_map(output: ModelOutput) -> Tensor:
     """The teacher map the authors' code feeds its FDP: stage 1 before its final activation."""
-    maps = output.preact_feats if output.preact_feats is not None else output.feats
-    return maps[1]
+    return stage_maps(output, preact=True)[0]
 
 
 @register_term("unikd")

@@ -14,8 +14,8 @@ distribution P_n = 1 / num_data:
     L = -1/N sum_i [ log(P_pos / (P_pos + K P_n + eps)) + sum_neg log(K P_n / (P_neg + K P_n + eps)) ]
 
 and the two memories move towards the batch afterwards: M[idx] <- normalize(m M[idx] + (1 - m) v).
-Defaults (feat_dim 128, K = 16384, T = 0.07, m = 0.5, "exact" sampling) are RepDistiller's CIFAR-100
-settings. Scores and losses are float32.
+Defaults (feat_dim 128, K = 16384, T = 0.07, m = 0.5, "exact" sampling, distinct negatives where the
+anchor's class leaves K others) are RepDistiller's CIFAR-100 settings. Scores and losses are float32.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .checks import check_choice
 
 NCE_EPS = 1e-7
 _MODES = ("exact", "relax")
+REPLACEMENT_MODES = ("auto", "always")
 
 
 def _is_integer(t: Tensor) -> bool:
@@ -181,15 +182,29 @@ def _uniform_below(high: Tensor, count: int, generator: torch.Generator | None) 
     return torch.minimum((u * high[:, None]).long(), high[:, None] - 1)
 
 
+def _distinct_below(high: Tensor, count: int, width: int, generator: torch.Generator | None) -> Tensor:
+    """[len(high), count] integers, row r a uniformly random ordered draw of `count` distinct values of
+    [0, high[r]) (needs count <= high[r] <= width): the `count` smallest of independent uniform keys, the keys
+    at and beyond high[r] pushed out of reach."""
+    keys = torch.rand(high.shape[0], width, generator=generator, dtype=torch.float64, device=high.device)
+    keys.masked_fill_(torch.arange(width, device=high.device)[None, :] >= high[:, None], 2.0)
+    return keys.topk(count, dim=1, largest=False, sorted=False).indices
+
+
 class ContrastSampler(nn.Module):
     """Contrast indices [N, K+1] for batches of training-set ids, over the fixed labels of the whole set.
 
-    Negatives (columns 1..K) are drawn uniformly, with replacement, from the training samples of other
-    classes than the anchor's. Column 0 is the positive: the anchor itself in "exact" mode, a uniformly
-    drawn sample of the anchor's class (possibly itself) in "relax" mode, as in RepDistiller's CIFAR-100
-    sampler. Vectorised: the samples are sorted by label once, at construction (non-persistent buffers,
-    so they follow `.to()` but stay out of checkpoints), and row r draws positions in the complement of
-    its class's range.
+    Negatives (columns 1..K) are drawn uniformly from the training samples of other classes than the
+    anchor's. With replacement "auto" they are K distinct samples whenever the anchor's class leaves at
+    least K others, and drawn with replacement only where it does not, as the CIFAR-100 samplers do
+    (HobbitLong/RepDistiller, dataset/cifar100.py, and megvii-research/mdistiller,
+    mdistiller/dataset/cifar100.py: `replace = k > len(cls_negative[target])`); "always" draws with
+    replacement, as mdistiller's ImageNet sampler (mdistiller/dataset/imagenet.py) does. Column 0 is the
+    positive: the anchor itself in "exact" mode, a uniformly drawn sample of the anchor's class (possibly
+    itself) in "relax" mode, as in those samplers. Vectorised: the samples are sorted by label once, at
+    construction (non-persistent buffers, so they follow `.to()` but stay out of checkpoints), and row r
+    draws positions in the complement of its class's range. Drawing without replacement costs a
+    [N, num_data] key matrix per call (64 x 50000 on CIFAR-100).
     """
 
     def __init__(self, labels: Tensor) -> None:
@@ -208,9 +223,15 @@ class ContrastSampler(nn.Module):
         return self.order.shape[0]
 
     def forward(
-        self, index: Tensor, num_negatives: int, generator: torch.Generator | None = None, mode: str = "exact"
+        self,
+        index: Tensor,
+        num_negatives: int,
+        generator: torch.Generator | None = None,
+        mode: str = "exact",
+        replacement: str = "auto",
     ) -> Tensor:
         check_choice("mode", mode, _MODES)
+        check_choice("replacement", replacement, REPLACEMENT_MODES)
         if index.dim() != 1 or not _is_integer(index):
             raise ValueError(f"index must be an integer tensor [N], got {index.dtype} {tuple(index.shape)}")
         if num_negatives <= 0:
@@ -223,7 +244,11 @@ class ContrastSampler(nn.Module):
         class_size = end - start
         if bool((class_size == num_data).any()):
             raise ValueError("an anchor's class holds every training sample, so it has no negatives")
-        offset = _uniform_below(num_data - class_size, num_negatives, generator)
+        num_others = num_data - class_size
+        offset = _uniform_below(num_others, num_negatives, generator)
+        distinct = num_others >= num_negatives
+        if replacement == "auto" and bool(distinct.any()):
+            offset[distinct] = _distinct_below(num_others[distinct], num_negatives, num_data, generator)
         negatives = self.order[offset + (offset >= start[:, None]) * class_size[:, None]]
         if mode == "exact":
             positive = index
@@ -238,12 +263,13 @@ def sample_contrast_indices(
     num_negatives: int,
     generator: torch.Generator | None = None,
     mode: str = "exact",
+    replacement: str = "auto",
 ) -> Tensor:
     """One draw of ContrastSampler(labels): contrast indices [N, K+1] for the batch `index`.
 
     Training loops, which draw every step from the same labels, should keep a ContrastSampler instead.
     """
-    return ContrastSampler(labels)(index, num_negatives, generator, mode)
+    return ContrastSampler(labels)(index, num_negatives, generator, mode, replacement)
 
 
 class CRDLoss(nn.Module):

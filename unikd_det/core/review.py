@@ -7,6 +7,11 @@ with the mixed map Y_{i+1} passed on from the coarser level, resized to X_i's si
     X_i = BN(Conv1x1(F_i)),  [g1; g2] = sigmoid(Conv1x1([X_i; Y_{i+1}])),  Y_i = g1 * X_i + g2 * Y_{i+1},
     O_i = BN(Conv3x3(Y_i)) with the teacher's channel count of level i.
 
+When the teacher's level i has another size than the student's (ShuffleNet and MobileNet students on
+CIFAR), Y_i is first resized (nearest) to the teacher's size and the 3x3 conv runs there; the resized
+Y_i is also what the finer level receives (dvlab-research/ReviewKD, CIFAR-100/model/reviewkd.py, and
+megvii-research/mdistiller, mdistiller/distillers/ReviewKD.py: ABF.forward's `out_shape`).
+
 Each O_i is compared with the teacher's level i by the hierarchical context loss (HCL):
 
     HCL(O, T) = [MSE(O, T) + sum_k w_k MSE(P_k(O), P_k(T))] / (1 + sum_k w_k),  w_k = 2^-k,
@@ -32,7 +37,8 @@ def _conv_bn(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequen
 class AttentionBasedFusion(nn.Module):
     """One ABF: returns (O_i, Y_i), the output for the loss and the mixed map passed to the finer level.
 
-    With fuse=False (the coarsest level) it takes no residual and Y_i = X_i.
+    With fuse=False (the coarsest level) it takes no residual and Y_i = X_i. With `out_size`, Y_i is resized
+    (nearest) to it before the output conv (module docstring).
     """
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
@@ -49,8 +55,11 @@ class AttentionBasedFusion(nn.Module):
         gates = torch.sigmoid(self.attention(torch.cat([x, residual], dim=1)))
         return x * gates[:, :1] + residual * gates[:, 1:]
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x: student level [N, C_in, H, W]; residual: Y of the coarser level [N, C_mid, h, w] iff fusing."""
+    def forward(
+        self, x: Tensor, residual: Tensor | None = None, out_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """x: student level [N, C_in, H, W]; residual: Y of the coarser level [N, C_mid, h, w] iff fusing;
+        out_size: the (H', W') of O_i and Y_i (None: x's own size)."""
         if x.dim() != 4 or x.shape[1] != self.transform[0].in_channels:
             raise ValueError(f"expected [N, {self.transform[0].in_channels}, H, W], got shape {tuple(x.shape)}")
         if (residual is None) != (self.attention is None):
@@ -58,6 +67,8 @@ class AttentionBasedFusion(nn.Module):
         mixed = self.transform(x)
         if residual is not None:
             mixed = self._mix(mixed, residual)
+        if out_size is not None and tuple(mixed.shape[-2:]) != tuple(out_size):
+            mixed = F.interpolate(mixed, size=tuple(out_size), mode="nearest")
         return self.output(mixed), mixed
 
 
@@ -80,14 +91,18 @@ class ReviewFusion(nn.Module):
             for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels))
         )
 
-    def forward(self, feats_s: list[Tensor]) -> list[Tensor]:
-        """[F_1 .. F_L] (finest first) -> [O_1 .. O_L], O_i at F_i's size with the teacher's channels."""
+    def forward(self, feats_s: list[Tensor], out_sizes: list[tuple[int, int]] | None = None) -> list[Tensor]:
+        """[F_1 .. F_L] (finest first) -> [O_1 .. O_L] with the teacher's channels, O_i at out_sizes[i]
+        (the teacher's level sizes) or, without out_sizes, at F_i's size."""
         if len(feats_s) != len(self.fusions):
             raise ValueError(f"expected {len(self.fusions)} student levels, got {len(feats_s)}")
+        sizes = list(out_sizes) if out_sizes is not None else [None] * len(feats_s)
+        if len(sizes) != len(feats_s):
+            raise ValueError(f"expected {len(feats_s)} output sizes, got {len(sizes)}")
         coarse_to_fine: list[Tensor] = []
         residual = None
-        for fusion, feat in zip(self.fusions[::-1], feats_s[::-1]):
-            out, residual = fusion(feat, residual)
+        for fusion, feat, size in zip(self.fusions[::-1], feats_s[::-1], sizes[::-1]):
+            out, residual = fusion(feat, residual, size)
             coarse_to_fine.append(out)
         return coarse_to_fine[::-1]
 
