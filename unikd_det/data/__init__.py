@@ -13,6 +13,6 @@ try:
 except ImportError:
     pass
 else:
-    from .register import register_fashion_mosaic
+    from .register import register_builtin_datasets, register_fashion_mosaic
 
-    __all__.append("register_fashion_mosaic")
+    __all__ += ["register_builtin_datasets", "register_fashion_mosaic"]

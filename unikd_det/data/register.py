@@ -5,6 +5,7 @@ the COCO json exists for ``COCOEvaluator`` before any training or evaluation sta
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -17,6 +18,7 @@ TRAIN_NAME = "fashion_mosaic_train"
 VAL_NAME = "fashion_mosaic_val"
 # The validation canvases use their own seed, so that they never replay the training canvases' layouts.
 _VAL_SEED_OFFSET = 1_000_003
+BUILTIN_NAMES = (TRAIN_NAME, VAL_NAME)
 
 
 def _register_coco(name: str, json_file: Path) -> None:
@@ -76,3 +78,11 @@ def register_fashion_mosaic(
         )
         _register_coco(name, json_file)
     return TRAIN_NAME, VAL_NAME
+
+
+def register_builtin_datasets(dataset_names: Iterable[str], root: str | Path) -> None:
+    """Generate and register the built-in mosaic sets under `root` when `dataset_names` names one of them that
+    is not registered yet, so a config that names them runs without a separate data step (tools/train_net.py,
+    tools/analyze_det.py); a registration made by the caller (another root or size) is kept."""
+    if any(name in BUILTIN_NAMES and name not in DatasetCatalog.list() for name in dataset_names):
+        register_fashion_mosaic(root)
