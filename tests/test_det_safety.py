@@ -277,6 +277,19 @@ def test_non_finite_weights_are_never_checkpointed_and_the_run_is_rescued_with_a
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
 
 
+def test_weights_that_are_not_finite_are_refused_on_load(checkpointing_trainer):
+    """A checkpoint written after a divergence by an older version (NaN weights) is not resumed from."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    trainer = checkpointing_trainer()
+    out = Path(trainer.cfg.OUTPUT_DIR)
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    DetectionCheckpointer(trainer.model, save_dir=str(out)).save("model_0000007", iteration=7)  # the plain one writes it
+    with pytest.raises(ValueError, match=r"model_0000007\.pth holds weights that are not finite.*earlier checkpoint"):
+        trainer.resume_or_load(resume=True)
+
+
 @pytest.mark.parametrize(
     "weights_opts,named",
     [

@@ -70,7 +70,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
     `strict=True` (the teacher) turns Detectron2's warnings about missing, unexpected or shape-mismatched keys
     into a ValueError naming the file and the keys: weights that do not fit the config would otherwise leave
-    part of the network at its random initialisation. `save` refuses to write a checkpoint whose weights are
+    part of the network at its random initialisation. Loading weights that are not finite is refused too. `save` refuses to write a checkpoint whose weights are
     not finite (FloatingPointError), so `last_checkpoint` always names weights from before a divergence.
     """
 
@@ -104,6 +104,12 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"the weights in {self._reading} do not fit the model built from its config; "
                 + "; ".join(problems)
                 + ". Use the config these weights were trained with (depth, widths, NUM_CLASSES)"
+            )
+        bad = non_finite_entries(self.model.state_dict())
+        if bad:
+            raise ValueError(
+                f"{self._reading} holds weights that are not finite ({', '.join(bad[:MAX_KEYS_NAMED])}): it was "
+                "written after a divergence; load an earlier checkpoint (for --resume, name it in last_checkpoint)"
             )
         return incompatible
 
