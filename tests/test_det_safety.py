@@ -53,7 +53,8 @@ def write_hostile(kind: str, path: Path, marker: Path) -> Path:
     elif kind == "pkl":
         path.write_bytes(pickle.dumps({"model": {"w": Planted(marker)}, "__author__": "attacker"}))
     else:
-        path.write_text(f"MODEL:\n  WEIGHTS: !!python/object/apply:builtins.exec [\"open({str(marker)!r}, 'w').close()\"]\n")
+        code = f"open({str(marker)!r}, 'w').close()"
+        path.write_text(f'MODEL:\n  WEIGHTS: !!python/object/apply:builtins.exec ["{code}"]\n')
     return path
 
 
@@ -147,6 +148,14 @@ def test_export_refuses_hostile_and_foreign_checkpoints(hostile, tmp_path):
     with pytest.raises(ValueError, match=r"last\.pth.*not a DistillRCNN checkpoint.*student\.backbone"):
         export_student(classification, tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_pycls_pyth_files_are_not_read(hostile, tmp_path):
+    """Detectron2 reads `.pyth` with a bare torch.load (unrestricted before torch 2.6): refused, not read."""
+    from unikd_det.checkpoint import SafeDetectionCheckpointer
+
+    path, marker = hostile("pth", "weights.pyth")
+    refused(lambda: SafeDetectionCheckpointer(torch.nn.Linear(1, 1)).load(str(path)), path, marker)
 
 
 def test_model_zoo_pkl_formats_still_load(make_cfg, build, tmp_path):
@@ -261,7 +270,10 @@ def test_non_finite_weights_are_never_checkpointed_and_the_run_is_rescued_with_a
     trainer = checkpointing_trainer()
     # At iteration 1 the loss stays finite but its gradient is NaN (d sqrt(u) at u = 0, times 0): the step writes
     # NaN weights, which the checkpoint of that iteration must not keep.
-    diverge_at(trainer, 1, lambda losses, ctx: {k: v + (ctx.student_logits.sum() * 0).sqrt() for k, v in losses.items()})
+    def nan_gradient(losses, ctx):
+        return {k: v + (ctx.student_logits.sum() * 0).sqrt() for k, v in losses.items()}
+
+    diverge_at(trainer, 1, nan_gradient)
     with pytest.raises(FloatingPointError, match=r"(?s)not finite after iteration 1.*model_0000000\.pth"):
         trainer.train()
     out = Path(trainer.cfg.OUTPUT_DIR)
@@ -285,7 +297,7 @@ def test_weights_that_are_not_finite_are_refused_on_load(checkpointing_trainer):
     out = Path(trainer.cfg.OUTPUT_DIR)
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("nan"))
-    DetectionCheckpointer(trainer.model, save_dir=str(out)).save("model_0000007", iteration=7)  # the plain one writes it
+    DetectionCheckpointer(trainer.model, save_dir=str(out)).save("model_0000007", iteration=7)  # as older versions did
     with pytest.raises(ValueError, match=r"model_0000007\.pth holds weights that are not finite.*earlier checkpoint"):
         trainer.resume_or_load(resume=True)
 

@@ -70,8 +70,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
 
     `strict=True` (the teacher) turns Detectron2's warnings about missing, unexpected or shape-mismatched keys
     into a ValueError naming the file and the keys: weights that do not fit the config would otherwise leave
-    part of the network at its random initialisation. Loading weights that are not finite is refused too. `save` refuses to write a checkpoint whose weights are
-    not finite (FloatingPointError), so `last_checkpoint` always names weights from before a divergence.
+    part of the network at its random initialisation. Weights that are not finite are refused on load, and
+    `save` refuses to write them (FloatingPointError), so `last_checkpoint` always names weights from before a
+    divergence.
     """
 
     def __init__(self, model, save_dir: str = "", *, strict: bool = False, **kwargs):
@@ -91,6 +92,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         self._reading = filename
         if filename.endswith(".pkl"):
             return model_zoo_pkl_checkpoint(load_weights_pickle(filename, "Detectron2 weights (.pkl)"), filename)
+        if filename.endswith(".pyth"):  # Detectron2 reads these with a bare torch.load, unrestricted before torch 2.6
+            raise ValueError(f"{filename}: pycls .pyth checkpoints are not read; save the state dict as a .pth")
         return super()._load_file(filename)  # .pth: Detectron2's handling around `_torch_load` below
 
     def _torch_load(self, f: str) -> Any:
@@ -131,4 +134,6 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"{self.save_dir}/last_checkpoint names {self.get_checkpoint_file()}, written before the divergence: "
                 "continue from it with --resume and a smaller SOLVER.BASE_LR"
             )
-        return "no checkpoint was written before the divergence: start over with --overwrite and a smaller SOLVER.BASE_LR"
+        return (
+            "no checkpoint was written before the divergence: start over with --overwrite and a smaller SOLVER.BASE_LR"
+        )
