@@ -307,8 +307,9 @@ def test_weights_that_are_not_finite_are_refused_on_load(checkpointing_trainer):
     [
         (["MODEL.ROI_HEADS.NUM_CLASSES", 5], r"roi_heads\.box_predictor\.cls_score\.weight \(6, 32\) in the file"),
         (["MODEL.RESNETS.DEPTH", 34], r"not in the model: backbone\.bottom_up\.res2\.2\."),
+        (["MODEL.META_ARCHITECTURE", "DistillRCNN"], r"not in the model: student\..*tools/export_student\.py"),
     ],
-    ids=["5-class weights, 10-class config", "R34 weights, R18 config"],
+    ids=["5-class weights, 10-class config", "R34 weights, R18 config", "a DistillRCNN checkpoint"],
 )
 def test_teacher_weights_that_do_not_fit_its_config_are_refused(
     make_cfg, build, make_stock_cfg, tmp_path, weights_opts, named
@@ -316,8 +317,7 @@ def test_teacher_weights_that_do_not_fit_its_config_are_refused(
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    other = make_stock_cfg([*TEACHER_OPTS, *weights_opts])
-    other.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    other = make_stock_cfg(["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", *TEACHER_OPTS, *weights_opts])
     DetectionCheckpointer(build_model(other), save_dir=str(tmp_path)).save("other")
     cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.WEIGHTS", str(tmp_path / "other.pth")])
     with pytest.raises(ValueError, match=rf"(?s)other\.pth do not fit.*{named}"):

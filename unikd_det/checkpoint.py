@@ -103,10 +103,12 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         problems = describe_incompatible(incompatible) if self.strict else []
         if problems:
+            wrapped = any(key.startswith("student.") for key in incompatible.unexpected_keys)
             raise ValueError(
                 f"the weights in {self._reading} do not fit the model built from its config; "
                 + "; ".join(problems)
-                + ". Use the config these weights were trained with (depth, widths, NUM_CLASSES)"
+                + (". It is a DistillRCNN checkpoint: export its student with tools/export_student.py first"
+                   if wrapped else ". Use the config these weights were trained with (depth, widths, NUM_CLASSES)")
             )
         bad = non_finite_entries(self.model.state_dict())
         if bad:
