@@ -1,4 +1,9 @@
-"""Checkpoint files: atomic writes, RNG state capture, and loading weights with errors that name the file."""
+"""Checkpoint files: atomic writes, RNG state capture, and loading weights with errors that name the file.
+
+Every checkpoint is read with PyTorch's weights-only unpickler (`unikd_det.core.files.load_torch_file`), so a
+planted or hostile file can never run code; what the trainer saves is therefore kept to tensors, numbers,
+strings and plain containers (numpy's RNG state is stored as a tensor, not as an ndarray).
+"""
 from __future__ import annotations
 
 import os
@@ -10,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from unikd_det.core.files import load_torch_file
 
 FORMAT = "unikd-classification"
 
@@ -36,8 +43,21 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state with its key array as an int64 tensor (weights-only loading refuses ndarrays)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The python, numpy, torch (and CUDA) RNG states, in types a weights-only load accepts."""
+    state = {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -45,17 +65,20 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_rng_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+def read_checkpoint(path: str | Path, what: str = "a classification checkpoint (a run's last.pth or a state dict)"
+                    ) -> dict[str, Any]:
+    """The dict saved in `path`, loaded weights-only: a missing, empty, truncated, non-PyTorch or hostile file,
+    or one that holds no dict, is an error naming the file and `what` was expected."""
+    checkpoint = load_torch_file(path, what)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a dict; expected {what}")
+    return checkpoint
 
 
 def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -72,7 +95,7 @@ def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def load_network(model: nn.Module, path: str | Path, arch: str, num_classes: int) -> nn.Module:
     """Load `path` into `model` (an `arch` with `num_classes` outputs), or fail naming the file and the mismatch."""
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, f"{arch} weights (a run's last.pth / best_student.pth or a state dict)")
     if checkpoint.get("format") == FORMAT:
         saved = (checkpoint["arch"], checkpoint["num_classes"])
         if saved != (arch, num_classes):
