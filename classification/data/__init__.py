@@ -55,8 +55,19 @@ def _arrays(cfg: CfgNode) -> ImageArrays:
     return make_synthetic(syn.NUM_CLASSES, syn.NUM_TRAIN, syn.NUM_TEST, syn.IMAGE_SIZE, cfg.DATASET.SUBSET_SEED)
 
 
+def check_train_subset(size: int, labels: torch.Tensor, num_classes: int, dataset: str) -> None:
+    """DATASET.TRAIN_SUBSET (0: all) must fit in the training split and give every class at least one image."""
+    if size > len(labels):
+        raise ValueError(f"DATASET.TRAIN_SUBSET = {size} is more than the {len(labels)} training images of {dataset}")
+    if 0 < size < num_classes:
+        raise ValueError(f"DATASET.TRAIN_SUBSET = {size} is fewer than the {num_classes} classes of {dataset}: a "
+                         "class-balanced subset needs at least one image per class")
+
+
 def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
-    """Training and test loaders for cfg.DATASET, with DATASET.TRAIN_SUBSET applied to the training split."""
+    """Training and test loaders for cfg.DATASET, with DATASET.TRAIN_SUBSET applied to the training split.
+
+    A TRAIN_SUBSET larger than the split, or smaller than its class count, is refused before any training."""
     name = cfg.DATASET.NAME
     if name not in DATASETS:
         raise ValueError(f"unknown DATASET.NAME {name!r}; expected one of {DATASETS}")
@@ -64,6 +75,7 @@ def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
     if name == "imagenet":
         train_set, val_set = imagenet_datasets(cfg.DATASET.ROOT)
         labels = torch.tensor(train_set.targets)
+        check_train_subset(cfg.DATASET.TRAIN_SUBSET, labels, len(train_set.classes), name)
         keep = balanced_subset(labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED)
         train_set = subset(train_set, keep)
         workers = cfg.DATASET.NUM_WORKERS
@@ -75,6 +87,7 @@ def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
             labels[keep],
         )
     data = _arrays(cfg)
+    check_train_subset(cfg.DATASET.TRAIN_SUBSET, data.train_labels, data.num_classes, name)
     keep = balanced_subset(data.train_labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED)
     common = dict(mean=data.mean, std=data.std, device=device)
     train = InMemoryLoader(
