@@ -8,18 +8,36 @@ import sys
 
 from .config import load_cfg
 
+TRAIN_FLAGS = ("--resume", "--overwrite")
+
+
+def _flags_out_of_overrides(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
+    """Take `flags` given after the KEY VALUE overrides (which argparse.REMAINDER swallows) as the flags.
+
+    Any other `--option` among the overrides is an error rather than a config key.
+    """
+    for flag in flags:
+        if flag in args.opts:
+            setattr(args, flag[2:], True)
+    args.opts = [item for item in args.opts if item not in flags]
+    stray = [item for item in args.opts if item.startswith("--")]
+    if stray:
+        raise SystemExit(f"unknown option {stray[0]} among the KEY VALUE overrides")
+
 
 def _train(args: argparse.Namespace) -> None:
     from .engine import Trainer
 
+    _flags_out_of_overrides(args, TRAIN_FLAGS)
     cfg = load_cfg(args.config, args.opts)
-    summary = Trainer(cfg, resume=args.resume).train()
+    summary = Trainer(cfg, resume=args.resume, overwrite=args.overwrite).train()
     print(json.dumps(summary, indent=2))
 
 
 def _eval(args: argparse.Namespace) -> None:
     from .engine.evaluate import evaluate_checkpoint
 
+    _flags_out_of_overrides(args, ())
     cfg = load_cfg(args.config, args.opts)
     result = evaluate_checkpoint(cfg, args.checkpoint)
     print(json.dumps(result, indent=2))
@@ -36,13 +54,28 @@ def _bench(args: argparse.Namespace) -> None:
         run_grid(args.grid, output_dir=args.output_dir, dry_run=args.dry_run)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of counts (batch size, steps, rounds): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m classification", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one run (teacher, baseline or distilled student)")
     train.add_argument("--config", required=True, help="YAML config file")
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUTPUT_DIR/last.pth (may change only SOLVER.EPOCHS, SOLVER.LR and the "
+                            "run-environment keys)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in OUTPUT_DIR (each file is named in the log) and start over")
     train.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
     train.set_defaults(func=_train)
 
@@ -60,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--student", default="resnet8x4")
     bench.add_argument("--teacher", default="resnet32x4")
     bench.add_argument("--methods", nargs="+", help='methods to time (default: all, and hybrids such as "kd+fitnet")')
-    bench.add_argument("--batch-size", type=int, default=64)
-    bench.add_argument("--steps", type=int, default=10, help="timed steps per round")
-    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median step is reported")
+    bench.add_argument("--batch-size", type=_positive_int, default=64)
+    bench.add_argument("--steps", type=_positive_int, default=10, help="timed steps per round")
+    bench.add_argument("--rounds", type=_positive_int, default=3,
+                       help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=_bench)
     return parser

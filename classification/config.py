@@ -6,13 +6,56 @@ distiller's class, so adding a method never touches this file.
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yacs.config import CfgNode as CN
 
+from unikd_det.core.checks import COMMON_VALUE_RULES, ValueRule, _leaves, check_config_values
+
 from .distillers import registered_distillers
+
+
+@dataclass(frozen=True)
+class BoundedRule(ValueRule):
+    """A ValueRule with an exclusive upper bound too (momenta must stay below 1)."""
+
+    maximum: float = float("inf")
+
+    def describe(self) -> str:
+        return f"{super().describe()} and < {self.maximum:g}"
+
+    def allows(self, value: float) -> bool:
+        return super().allows(value) and value < self.maximum
+
+
+# Bounds of the classification keys, checked (first matching pattern wins) ahead of the shared ones.
+CLS_VALUE_RULES: tuple[ValueRule, ...] = (
+    ValueRule("SOLVER.LR", 0.0, warn_at=0.0),
+    BoundedRule("SOLVER.MOMENTUM", 0.0, maximum=1.0),
+    ValueRule("SOLVER.GAMMA", 0.0, strict=True),
+    ValueRule("SOLVER.MILESTONES", 0.0),
+    ValueRule("TRAIN.EVAL_PERIOD", 1.0),
+    ValueRule("TRAIN.SEED", 0.0),
+    ValueRule("DATASET.SUBSET_SEED", 0.0),
+    ValueRule("DATASET.TRAIN_SUBSET", 0.0),
+    ValueRule("DATASET.NUM_WORKERS", 0.0),
+    ValueRule("DATASET.SYNTHETIC.*", 1.0),
+    ValueRule("SLKD.NUM_SLT", 1.0),
+    ValueRule("UNIKD.NUM_LEVELS", 1.0),
+    ValueRule("CRD.NCE_K", 1.0),
+    ValueRule("CRD.FEAT_DIM", 1.0),
+    BoundedRule("CRD.NCE_MOMENTUM", 0.0, maximum=1.0),
+)
+
+# Keys that only say where and how visibly a run executes: they never change its numbers.
+RUN_ENVIRONMENT_KEYS = frozenset({
+    "OUTPUT_DIR", "DATASET.ROOT", "DATASET.NUM_WORKERS", "TRAIN.DEVICE", "TRAIN.PROGRESS", "TRAIN.TENSORBOARD",
+})
+# What `--resume` may change besides those: more epochs extend a run, a new LR rescues a diverged one.
+RESUME_MAY_CHANGE = RUN_ENVIRONMENT_KEYS | {"SOLVER.EPOCHS", "SOLVER.LR"}
 
 
 def _base_defaults() -> CN:
@@ -114,8 +157,7 @@ def _merge_file(cfg: CN, path: Path, chain: tuple[Path, ...] = ()) -> None:
         raise FileNotFoundError(f"config file not found: {path}")
     if path.resolve() in chain:
         raise ValueError(f"config files include each other in a cycle: {' -> '.join(map(str, chain + (path,)))}")
-    with open(path, encoding="utf-8") as f:
-        content = yaml.safe_load(f) or {}
+    content = read_yaml(path, "a config file")
     base = content.pop("_BASE_", None)
     if base:
         _merge_file(cfg, path.parent / base, chain + (path.resolve(),))
@@ -125,11 +167,39 @@ def _merge_file(cfg: CN, path: Path, chain: tuple[Path, ...] = ()) -> None:
         raise KeyError(f"{path}: {err}") from None
 
 
+def read_yaml(path: Path, what: str) -> dict:
+    """A YAML mapping read with yaml.safe_load (no `!!python/...` tag can run code): ValueError naming the file
+    for a refused tag, a syntax error or content that is not a mapping."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not a valid YAML file ({' '.join(str(err).split())}); expected {what}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} holds a YAML {type(content).__name__}, not a mapping; expected {what}")
+    return content
+
+
+def _config_values(cfg: CN | str) -> dict[str, Any]:
+    """Every leaf of a config (or of its YAML dump, e.g. the text a checkpoint stores) as {dotted key: value}."""
+    text = cfg if isinstance(cfg, str) else cfg.dump()
+    return dict(_leaves(yaml.safe_load(text) or {}))
+
+
+def config_differences(old: CN | str, new: CN | str, ignore: frozenset[str] = frozenset()) -> dict[str, tuple]:
+    """{key: (old value, new value)} for every key whose value differs (None where a side lacks the key)."""
+    a, b = _config_values(old), _config_values(new)
+    return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
+            if key not in ignore and a.get(key) != b.get(key)}
+
+
 def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:
     """Defaults merged with `config_file` (if given) and then with `opts` ([KEY, VALUE, ...]); frozen.
 
     A config file may name a `_BASE_` file, merged first, as in Detectron2. An unknown key raises KeyError
-    naming it; a missing file raises FileNotFoundError.
+    naming it; a missing file raises FileNotFoundError; a value out of its bounds (CLS_VALUE_RULES, then the
+    shared COMMON_VALUE_RULES) raises one ValueError listing every such key, before any work starts.
     """
     cfg = get_cfg()
     if config_file:
@@ -141,5 +211,6 @@ def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = Non
             cfg.merge_from_other_cfg(CN(_ints_as_floats(cfg, _opts_as_dict(list(opts)))))
         except KeyError as err:
             raise KeyError(f"unknown config key in overrides: {err}") from None
+    check_config_values(cfg, CLS_VALUE_RULES + COMMON_VALUE_RULES)
     cfg.freeze()
     return cfg

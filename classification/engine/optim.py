@@ -5,6 +5,7 @@ per self-learning teacher, each with the student's hyper-parameters and schedule
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 
 import torch
@@ -82,3 +83,20 @@ def build_optimizers(
         optimizers[name] = opt
         schedulers[name] = MultiStepLR(opt, milestones=list(solver.MILESTONES), gamma=solver.GAMMA)
     return OptimizerSet(optimizers, scaler), schedulers
+
+
+def set_base_lr(optimizers: OptimizerSet, schedulers: dict[str, MultiStepLR], lr: float) -> None:
+    """Make `lr` the base LR of every optimizer, keeping the decay its schedule has already applied.
+
+    Used when a resumed run is given a new SOLVER.LR (to rescue a diverged run, say): each group's LR becomes
+    lr x gamma^(milestones passed), exactly what a run started with `lr` would use at this epoch, and the
+    later milestones decay from there. Momentum buffers hold gradients, not steps, so they stay valid.
+    """
+    for name, opt in optimizers.optimizers.items():
+        scheduler = schedulers[name]
+        passed = bisect_right(sorted(scheduler.milestones.elements()), scheduler.last_epoch)
+        for group in opt.param_groups:
+            group["initial_lr"] = lr
+            group["lr"] = lr * scheduler.gamma**passed
+        scheduler.base_lrs = [lr] * len(opt.param_groups)
+        scheduler._last_lr = [group["lr"] for group in opt.param_groups]

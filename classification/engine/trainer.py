@@ -5,12 +5,16 @@ split, write `last.pth` (everything needed to resume) atomically and rewrite `me
 student weights go to `best_student.pth`; after the last epoch `summary.json` records best and last
 top-1/top-5. `--resume` continues from `last.pth` with every network, optimizer, schedule, RNG state and the
 best accuracy restored, so the run ends with the numbers an uninterrupted run gives.
+
+An output folder belongs to one run (`unikd_det.core.run_dir.claim_output_dir`): a new run into a folder that
+holds a run is refused unless it resumes it or overwrites it, and a second concurrent run is refused. A resumed
+run may change only RESUME_MAY_CHANGE (more epochs, a new LR, where and how visibly it runs); each change is
+logged and recorded in `last.pth`, `summary.json` and as comments at the top of `config.yaml`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from unikd_det.core.run_dir import claim_output_dir
+
+from ..config import RESUME_MAY_CHANGE, config_differences
 from ..data import DataBundle, build_data
 from ..distillers import Distiller, get_distiller_class
 from ..models import build_model
 from .checkpoint import FORMAT, atomic_save, atomic_write_text, load_network, read_checkpoint, rng_state, set_rng_state
 from .metrics import AccuracyMeter, write_metrics_csv
-from .optim import build_optimizers
+from .optim import build_optimizers, set_base_lr
 from .runtime import autocast_factory, resolve_device, seed_everything, use_channels_last
 
 logger = logging.getLogger("classification")
@@ -33,6 +40,11 @@ logger = logging.getLogger("classification")
 LAST = "last.pth"
 BEST = "best_student.pth"
 SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+# Everything a run writes into OUTPUT_DIR: any of them marks the folder as holding a run, and --overwrite
+# deletes exactly these.
+RUN_FILES = (LAST, BEST, SUMMARY, METRICS, CONFIG, "tensorboard")
 
 
 def build_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | None:
@@ -46,6 +58,19 @@ def build_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | No
         )
     teacher = build_model(cfg.MODEL.TEACHER, num_classes, family)
     return load_network(teacher, cfg.MODEL.TEACHER_CHECKPOINT, cfg.MODEL.TEACHER, num_classes)
+
+
+def check_finite(losses: dict[str, Tensor]) -> Tensor:
+    """The summed loss of one step; FloatingPointError listing every term when it is not finite.
+
+    Called after every step, so a divergence is reported at the step where it first appears: one host read
+    of one scalar (its cost is within noise in `bench --speed`, which times it as part of every step).
+    """
+    total = sum(losses.values())
+    if not bool(torch.isfinite(torch.as_tensor(total))):
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        raise FloatingPointError(f"non-finite loss {float(total)} ({terms})")
+    return total
 
 
 @torch.no_grad()
@@ -65,11 +90,25 @@ def evaluate(model: nn.Module, loader: Any, channels_last: bool, autocast: Any) 
 
 
 class Trainer:
-    """One run of cfg: build everything, then `train()`; `resume=True` continues from OUTPUT_DIR/last.pth."""
+    """One run of cfg: build everything, then `train()`; `resume=True` continues from OUTPUT_DIR/last.pth.
 
-    def __init__(self, cfg: CfgNode, resume: bool = False, data: DataBundle | None = None) -> None:
+    The output folder is locked for the run when the Trainer is built (and released when `train()` ends):
+    a folder that holds another run's files is refused unless `resume` or `overwrite` (which deletes them).
+    """
+
+    def __init__(self, cfg: CfgNode, resume: bool = False, data: DataBundle | None = None,
+                 overwrite: bool = False) -> None:
         self.cfg = cfg
         self.output_dir = Path(cfg.OUTPUT_DIR)
+        self._lock = claim_output_dir(self.output_dir, RUN_FILES, resume, overwrite)
+        try:
+            self._build(resume, data)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _build(self, resume: bool, data: DataBundle | None) -> None:
+        cfg = self.cfg
         self.device = resolve_device(cfg.TRAIN.DEVICE)
         seed_everything(cfg.TRAIN.SEED, cfg.TRAIN.DETERMINISTIC)
         self.data = data if data is not None else build_data(cfg, self.device)
@@ -93,6 +132,8 @@ class Trainer:
         self.best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
         self.history: list[dict[str, float]] = []
         self.teacher_accuracy: dict[str, float] | None = None
+        # One entry per resume that changed values: {"epoch": resumed after, "changes": {key: [old, new]}}.
+        self.config_changes: list[dict[str, Any]] = []
         if resume:
             self._resume()
 
@@ -112,6 +153,7 @@ class Trainer:
             "teacher_accuracy": self.teacher_accuracy,
             "rng": rng_state(),
             "config": self.cfg.dump(),
+            "config_changes": self.config_changes,
         }
 
     def _resume(self) -> None:
@@ -119,23 +161,50 @@ class Trainer:
         if not path.is_file():
             logger.info("no %s to resume from; starting from epoch 1", path)
             return
-        state = read_checkpoint(path)
+        state = read_checkpoint(path, "this run's last.pth, written by `python -m classification train`")
         if (state.get("arch"), state.get("distiller")) != (self.cfg.MODEL.STUDENT, self.cfg.DISTILLER.NAME):
             raise ValueError(
                 f"{path} was written by a {state.get('distiller')} run of {state.get('arch')}, not by this "
                 f"{self.cfg.DISTILLER.NAME} run of {self.cfg.MODEL.STUDENT}; use another OUTPUT_DIR"
             )
+        changes = self._resume_changes(path, state["config"])
         self.distiller.load_trainable_state_dict(state["model"])
         self.optimizers.load_state_dict(state["optimizers"])
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
         self.teacher_accuracy = state["teacher_accuracy"]
+        self.config_changes = state["config_changes"]
         set_rng_state(state["rng"])
         logger.info("resumed from %s after epoch %d (best top-1 %.2f)", path, self.epoch, self.best["top1"])
+        if changes:
+            self._apply_changes(changes)
+
+    def _resume_changes(self, path: Path, saved_config: str) -> dict[str, tuple]:
+        """The values this resume changes; ValueError listing every changed key outside RESUME_MAY_CHANGE."""
+        changes = config_differences(saved_config, self.cfg)
+        refused = {key: values for key, values in changes.items() if key not in RESUME_MAY_CHANGE}
+        if refused:
+            listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in refused.items())
+            raise ValueError(
+                f"--resume with values that differ from those {path} was trained with: {listed}. A resumed run "
+                f"may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; resume with the run's own values "
+                f"({self.output_dir / CONFIG}), or start a new run (--overwrite, or another OUTPUT_DIR)"
+            )
+        return changes
+
+    def _apply_changes(self, changes: dict[str, tuple]) -> None:
+        """Apply a resume's allowed changes (a new SOLVER.LR to every optimizer and schedule) and record them."""
+        if "SOLVER.LR" in changes:
+            set_base_lr(self.optimizers, self.schedulers, self.cfg.SOLVER.LR)
+        self.config_changes.append({"epoch": self.epoch, "changes": {k: list(v) for k, v in changes.items()}})
+        for key, (old, new) in changes.items():
+            logger.warning("resume after epoch %d changes %s from %r to %r", self.epoch, key, old, new)
 
     def _save(self, improved: bool) -> None:
-        atomic_save(self._checkpoint(), self.output_dir / LAST)
+        """Write best_student.pth (when improved) before last.pth, which names that epoch as the best; then
+        config.yaml, so that it always describes the run whose state last.pth holds (an attempt that fails
+        before its first save, a diverged one say, leaves the folder's config.yaml as it was)."""
         if improved:
             student = self.distiller.student.state_dict()
             atomic_save(
@@ -148,7 +217,16 @@ class Trainer:
                 },
                 self.output_dir / BEST,
             )
-        write_metrics_csv(self.history, self.output_dir / "metrics.csv")
+        atomic_save(self._checkpoint(), self.output_dir / LAST)
+        atomic_write_text(self._config_text(), self.output_dir / CONFIG)
+        write_metrics_csv(self.history, self.output_dir / METRICS)
+
+    def _config_text(self) -> str:
+        """config.yaml: this run's config, headed by comments listing the values each resume changed."""
+        lines = [f"# resumed after epoch {entry['epoch']}: "
+                 + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in entry["changes"].items())
+                 for entry in self.config_changes]
+        return "".join(f"{line}\n" for line in lines) + self.cfg.dump()
 
     # -- training ------------------------------------------------------------------------------------
     def _train_epoch(self) -> dict[str, float]:
@@ -168,14 +246,21 @@ class Trainer:
             meter.update(logits, targets)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.float()
-            if i % 50 == 0 or i == steps - 1:  # one host sync every 50 steps
-                total = float(sum(losses.values()))
-                if not math.isfinite(total):
-                    raise FloatingPointError(f"non-finite loss {total} at epoch {self.epoch + 1}, step {i}: "
-                                             + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
-                bar.set_postfix(loss=f"{total:.3f}")
+            try:
+                total = check_finite(losses)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} at epoch {self.epoch + 1}, step {i + 1} of {steps}; "
+                                         + self._rescue_hint()) from None
+            if i % 50 == 0 or i == steps - 1:
+                bar.set_postfix(loss=f"{float(total):.3f}")
         means = {f"train_{k}": float(v) / steps for k, v in sums.items()}
         return {**means, "train_top1": meter.result()["top1"]}
+
+    def _rescue_hint(self) -> str:
+        if self.epoch == 0:
+            return "nothing was saved; start again with a smaller SOLVER.LR"
+        return (f"{self.output_dir / LAST} still holds epoch {self.epoch}, from before the divergence; rescue the "
+                "run with --resume and a smaller SOLVER.LR")
 
     def _evaluate_teacher(self) -> None:
         if self.distiller.teacher is not None and self.teacher_accuracy is None:
@@ -185,8 +270,12 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Train the remaining epochs and return the summary (also written to OUTPUT_DIR/summary.json)."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.cfg.dump(), self.output_dir / "config.yaml")
+        try:
+            return self._train()
+        finally:
+            self._lock.release()
+
+    def _train(self) -> dict[str, Any]:
         self._evaluate_teacher()
         writer = _tensorboard(self.cfg, self.output_dir)
         total = self.cfg.SOLVER.EPOCHS
@@ -233,6 +322,7 @@ class Trainer:
             "last_top5": last.get("test_top5"),
             "teacher_top1": (self.teacher_accuracy or {}).get("top1"),
             "train_seconds": sum(row["seconds"] for row in self.history),
+            "config_changes": self.config_changes,
         }
         atomic_write_text(json.dumps(summary, indent=2), self.output_dir / SUMMARY)
         return summary
