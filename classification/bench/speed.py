@@ -22,8 +22,10 @@ from torch import nn
 
 from ..config import get_cfg
 from ..distillers import get_distiller_class, registered_distillers
+from ..distillers.terms import get_term_class
 from ..engine.optim import build_optimizers
 from ..engine.runtime import autocast_factory, resolve_device, use_channels_last
+from ..engine.trainer import check_finite
 from ..models import build_model
 
 NUM_CLASSES = 100
@@ -46,6 +48,16 @@ def _method_config(cfg, method: str):
     else:
         node.DISTILLER.NAME = method
     return node
+
+
+def check_methods(methods: list[str]) -> None:
+    """KeyError naming the first method that is neither a registered distiller nor "+"-joined loss terms."""
+    for method in methods:
+        if "+" in method:
+            for term in method.split("+"):
+                get_term_class(term)
+        else:
+            get_distiller_class(method)
 
 
 def _sync(device: torch.device) -> None:
@@ -71,8 +83,9 @@ def _train_step_fn(cfg, method: str, teacher: nn.Module, device: torch.device, i
     indices = torch.randperm(NUM_TRAIN, device=device)[: len(targets)]
 
     def step() -> None:
-        distiller.train_step(images, targets, 100.0, optimizers, autocast, indices)
+        _, losses = distiller.train_step(images, targets, 100.0, optimizers, autocast, indices)
         optimizers.end_iteration()
+        check_finite(losses)  # the trainer's per-step check, so its cost is part of every timed step
 
     return step
 
@@ -99,6 +112,9 @@ def _peak_memory(fn: Callable[[], None], device: torch.device) -> float | None:
 
 
 def run_speed(args: argparse.Namespace) -> dict[str, float]:
+    """Time every method's training step against the baselines; print the table and return the ratios."""
+    methods = args.methods or default_methods()
+    check_methods(methods)
     device = resolve_device(args.device)
     cfg = get_cfg()
     cfg.MODEL.STUDENT, cfg.MODEL.TEACHER, cfg.TRAIN.DEVICE = args.student, args.teacher, str(device)
@@ -122,7 +138,6 @@ def run_speed(args: argparse.Namespace) -> dict[str, float]:
     teacher_cfg = cfg.clone()
     teacher_cfg.MODEL.STUDENT = args.teacher
     fns["teacher-arch step (d)"] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets)
-    methods = args.methods or default_methods()
     for method in methods:
         fns[method] = _train_step_fn(cfg, method, teacher, device, images, targets)
 
