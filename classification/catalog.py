@@ -2,9 +2,25 @@
 
 Every teacher -> student pair of the papers' tables (11 CIFAR-100 pairs, 2 ImageNet pairs, and the
 Fashion-MNIST bench pair) gets one file per method in `configs/<dataset>/<pair>/`, holding that method's
-published hyper-parameters for the pair (DKD's beta per pair, ReviewKD's weight 5 on resnet32x4 ->
-resnet8x4, LR 0.01 for ShuffleNet/MobileNet students, the ImageNet temperatures). Writing them from this
+published hyper-parameters for the pair (DKD's beta, ReviewKD's weight and MLKD's LR and epochs per pair,
+LR 0.01 for ShuffleNet/MobileNet students, the ImageNet temperatures and weights). Writing them from this
 table keeps hundreds of files consistent; a test checks the shipped files equal what it writes.
+
+Each value names its source beside it. Short names for the official repositories and files:
+  mdistiller   megvii-research/mdistiller: configs/cifar100/dkd/<pair>.yaml (DKD beta, LR),
+               configs/imagenet/<pair>/{kd,dkd,ofd,reviewkd}.yaml, mdistiller/engine/cfg.py (defaults),
+               mdistiller/dataset/{cifar100,imagenet}.py (CRD samplers)
+  ReviewKD     dvlab-research/ReviewKD: CIFAR-100/script/reviewKD.sh (--kd-loss-weight per pair),
+               CIFAR-100/train.py (default weight 1.0, warm-up 20)
+  MLKD         Jin-Ying/Multi-Level-Logit-Distillation: configs/cifar100/ours/<pair>.yaml (LR, epochs),
+               configs/imagenet/r34_r18/kd_ours.yaml, mdistiller/distillers/KD_ours.py (temperatures
+               cfg.KD.TEMPERATURE, 3, 5, 2, 6; CE and KD weights from cfg.KD.LOSS)
+  NKD          yzd-v/cls_KD: configs/distillers/cifar100/res34_distill_res18_cifar.py (T 3, gamma 3.5),
+               configs/distillers/imagenet/res34_distill_res18_img.py (T 1, gamma 1.5)
+  RepDistiller HobbitLong/RepDistiller: README.md (KD + CRD: -a 1 -b 0.8), train_student.py (CRD defaults)
+  OFD          clovaai/overhaul-distillation: {CIFAR-100,ImageNet}/train_with_distillation.py (loss / 1e3 on
+               CIFAR, / 1e4 on ImageNet); mdistiller configs/imagenet/r50_mv1/ofd.yaml (FEAT_WEIGHT 1e-4)
+  UniKD        FabienCode/mdistiller (the UniKD authors' code), notes in shared/notes/research
 """
 from __future__ import annotations
 
@@ -24,9 +40,10 @@ class Pair:
     name: str
     teacher: str
     student: str
-    dkd_beta: float = 8.0
+    dkd_beta: float = 8.0  # mdistiller cfg.py default; per pair in mdistiller configs/*/dkd
     lr: float | None = None  # None: the data set's base LR
-    reviewkd_weight: float = 1.0
+    reviewkd_weight: float = 1.0  # ReviewKD train.py default; per pair in ReviewKD reviewKD.sh
+    mlkd_solver: tuple[tuple[str, float], ...] = ()  # MLKD's own SOLVER values (MLKD configs), on top of lr
     extra_methods: tuple[str, ...] = ()
 
 
@@ -42,44 +59,57 @@ class DataSetting:
     unikd_logit_loss: str  # UniKD's logit term: dkd (as the authors' code) or kd (the paper's Eq. 1)
     nkd_temperature: float = 3.0  # NKD's CIFAR-100 config (its ImageNet config: T 1, gamma 1.5)
     nkd_gamma: float = 3.5
+    ofd_weight: float = 1e-3  # OFD CIFAR-100 (loss / 1000); ImageNet 1e-4
+    crd_replacement: str = "auto"  # CRD negatives: distinct where possible (CIFAR samplers) | always (ImageNet)
+    reviewkd_student_preact: bool = False  # mdistiller: STU_PREACT False on CIFAR, True in its ImageNet configs
     teacher_checkpoint: dict[str, str] = field(default_factory=dict)  # arch -> path; default under output/
     pairs: tuple[Pair, ...] = ()
 
 
+# dkd_beta and lr: mdistiller configs/cifar100/dkd/<pair>.yaml; reviewkd_weight: ReviewKD reviewKD.sh, where
+# the script has no run for a pair (vgg13_vgg8, vgg13_mv2, res50_mv2) its train.py default 1.0; mlkd_solver:
+# MLKD configs/cifar100/ours/<pair>.yaml (LR 0.025 where the student is no ShuffleNet/MobileNet; 480 or 960
+# epochs with the usual 150/180/210 decay where it is).
+MLKD_LR = (("LR", 0.025),)
 CIFAR_PAIRS = (
-    Pair("res56_res20", "resnet56", "resnet20", dkd_beta=2.0),
-    Pair("res110_res32", "resnet110", "resnet32", dkd_beta=2.0),
-    Pair("res32x4_res8x4", "resnet32x4", "resnet8x4", reviewkd_weight=5.0,
+    Pair("res56_res20", "resnet56", "resnet20", dkd_beta=2.0, reviewkd_weight=0.6, mlkd_solver=MLKD_LR),
+    Pair("res110_res32", "resnet110", "resnet32", dkd_beta=2.0, reviewkd_weight=1.0, mlkd_solver=MLKD_LR),
+    Pair("res32x4_res8x4", "resnet32x4", "resnet8x4", reviewkd_weight=5.0, mlkd_solver=MLKD_LR,
          extra_methods=("unikd_authors", "unikd_kd", "unikd_nkd", "unikd_mlkd")),
-    Pair("wrn40_2_wrn16_2", "wrn_40_2", "wrn_16_2", dkd_beta=6.0),
-    Pair("wrn40_2_wrn40_1", "wrn_40_2", "wrn_40_1", dkd_beta=6.0),
-    Pair("vgg13_vgg8", "vgg13", "vgg8", dkd_beta=6.0),
-    Pair("res32x4_shv1", "resnet32x4", "ShuffleV1", lr=0.01),
-    Pair("wrn40_2_shv1", "wrn_40_2", "ShuffleV1", lr=0.01),
-    Pair("vgg13_mv2", "vgg13", "MobileNetV2", dkd_beta=6.0, lr=0.01),
-    Pair("res50_mv2", "ResNet50", "MobileNetV2", lr=0.01),
-    Pair("res32x4_shv2", "resnet32x4", "ShuffleV2", lr=0.01),
+    Pair("wrn40_2_wrn16_2", "wrn_40_2", "wrn_16_2", dkd_beta=6.0, reviewkd_weight=5.0, mlkd_solver=MLKD_LR),
+    Pair("wrn40_2_wrn40_1", "wrn_40_2", "wrn_40_1", dkd_beta=6.0, reviewkd_weight=5.0, mlkd_solver=MLKD_LR),
+    Pair("vgg13_vgg8", "vgg13", "vgg8", dkd_beta=6.0, mlkd_solver=MLKD_LR),
+    Pair("res32x4_shv1", "resnet32x4", "ShuffleV1", lr=0.01, reviewkd_weight=5.0, mlkd_solver=(("EPOCHS", 960),)),
+    Pair("wrn40_2_shv1", "wrn_40_2", "ShuffleV1", lr=0.01, reviewkd_weight=5.0, mlkd_solver=(("EPOCHS", 480),)),
+    Pair("vgg13_mv2", "vgg13", "MobileNetV2", dkd_beta=6.0, lr=0.01, mlkd_solver=(("EPOCHS", 480),)),
+    Pair("res50_mv2", "ResNet50", "MobileNetV2", lr=0.01, mlkd_solver=(("EPOCHS", 480),)),
+    Pair("res32x4_shv2", "resnet32x4", "ShuffleV2", lr=0.01, reviewkd_weight=8.0, mlkd_solver=(("EPOCHS", 960),)),
 )
 
+# dkd_beta: mdistiller configs/imagenet/<pair>/dkd.yaml; reviewkd_weight: mdistiller
+# configs/imagenet/<pair>/reviewkd.yaml; mlkd_solver: MLKD configs/imagenet/r34_r18/kd_ours.yaml (LR 0.1 at
+# batch 512; MLKD has no R50 -> MobileNetV1 config, and its R50 -> MobileNetV2 one keeps LR 0.2).
 IMAGENET_PAIRS = (
-    Pair("res34_res18", "ResNet34", "ResNet18", dkd_beta=0.5),
-    Pair("res50_mv1", "ResNet50", "MobileNetV1", dkd_beta=2.0),
+    Pair("res34_res18", "ResNet34", "ResNet18", dkd_beta=0.5, reviewkd_weight=1.0, mlkd_solver=(("LR", 0.1),)),
+    Pair("res50_mv1", "ResNet50", "MobileNetV1", dkd_beta=2.0, reviewkd_weight=8.0),
 )
 
+# CIFAR-100: warm-up 20 (mdistiller cfg.py DKD.WARMUP, REVIEWKD.WARMUP_EPOCHS), KD T 4, CE 0.1, KD 0.9 and DKD
+# alpha 1 (mdistiller cfg.py). ImageNet: warm-up 1, T 1, CE 0.5, KD 0.5 (mdistiller configs/imagenet/r34_r18/
+# {kd,dkd,reviewkd}.yaml), DKD alpha 1 (not set there: cfg.py's default), NKD T 1 gamma 1.5, OFD 1e-4, CRD
+# negatives with replacement (mdistiller/dataset/imagenet.py), ReviewKD on the student's pre-activations.
 SETTINGS = (
     DataSetting("cifar100", "Base-CIFAR100.yaml", 20.0, 4.0, 0.1, 0.9, 1.0, "dkd", pairs=CIFAR_PAIRS),
     DataSetting(
-        "imagenet", "Base-ImageNet.yaml", 1.0, 1.0, 0.5, 0.5, 0.5, "dkd", 1.0, 1.5,
+        "imagenet", "Base-ImageNet.yaml", 1.0, 1.0, 0.5, 0.5, 1.0, "dkd", 1.0, 1.5, 1e-4, "always", True,
         teacher_checkpoint={
             "ResNet34": "pretrained/resnet34-b627a593.pth",
             "ResNet50": "pretrained/resnet50-0676ba61.pth",
         },
         pairs=IMAGENET_PAIRS,
     ),
-    DataSetting(
-        "fashion_mnist", "Base-FashionMNIST.yaml", 1.0, 4.0, 0.1, 0.9, 1.0, "kd",
-        pairs=(Pair("res56_res20", "resnet56", "resnet20", dkd_beta=2.0),),
-    ),
+    # the bench: CIFAR-100's values, its res56_res20 pair's per-pair values, and a 1-epoch warm-up
+    DataSetting("fashion_mnist", "Base-FashionMNIST.yaml", 1.0, 4.0, 0.1, 0.9, 1.0, "kd", pairs=CIFAR_PAIRS[:1]),
 )
 
 METHODS = (
@@ -95,8 +125,11 @@ def _logit_nodes(setting: DataSetting, pair: Pair) -> dict[str, dict[str, Any]]:
         "KD": {"TEMPERATURE": temp, "CE_WEIGHT": setting.kd_ce_weight, "KD_WEIGHT": setting.kd_weight},
         "DKD": {"ALPHA": setting.dkd_alpha, "BETA": pair.dkd_beta, "TEMPERATURE": temp, "WARMUP_EPOCHS": warm},
         "NKD": {"TEMPERATURE": setting.nkd_temperature, "GAMMA": setting.nkd_gamma},
-        "MLKD": {"CE_WEIGHT": 0.1, "KD_WEIGHT": 0.9, "TEMPERATURES": [4.0, 3.0, 5.0, 2.0, 6.0]},
-        "REVIEWKD": {"WEIGHT": pair.reviewkd_weight, "WARMUP_EPOCHS": warm},
+        # MLKD KD_ours.py: the KD node's CE / KD weights, and its temperature first, then 3, 5, 2, 6
+        "MLKD": {"CE_WEIGHT": setting.kd_ce_weight, "KD_WEIGHT": setting.kd_weight,
+                 "TEMPERATURES": [temp, 3.0, 5.0, 2.0, 6.0]},
+        "REVIEWKD": {"WEIGHT": pair.reviewkd_weight, "WARMUP_EPOCHS": warm,
+                     "STUDENT_PREACT": setting.reviewkd_student_preact},
     }
 
 
@@ -119,6 +152,12 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
     dkd_text = f"DKD alpha {dkd['ALPHA']:g}, beta {dkd['BETA']:g}, T {dkd['TEMPERATURE']:g}, {dkd['WARMUP_EPOCHS']:g}-epoch warm-up"
     kd_text = f"KD T {kd['TEMPERATURE']:g}, CE {kd['CE_WEIGHT']:g}, KD {kd['KD_WEIGHT']:g}"
     rev_text = f"ReviewKD weight {rev['WEIGHT']:g}, {rev['WARMUP_EPOCHS']:g}-epoch warm-up"
+    mlkd = logit["MLKD"]
+    mlkd_text = (f"MLKD: weak and strong views, CE {mlkd['CE_WEIGHT']:g} on each, KD {mlkd['KD_WEIGHT']:g}, "
+                 f"temperatures {', '.join(f'{t:g}' for t in mlkd['TEMPERATURES'])}")
+    crd_text = ("CRD: 128-d embeddings, 16384 negatives of other classes "
+                + ("with replacement" if setting.crd_replacement == "always" else "(distinct where possible)")
+                + ", NCE T 0.07, momentum 0.5, weight 0.8")
     single = {
         "vanilla": ("the student alone, cross-entropy only", {}),
         "kd": (kd_text, {"KD": kd}),
@@ -127,12 +166,12 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
         "at": ("attention transfer: p 2, weight 1000 over the stage outputs", {}),
         "sp": ("similarity-preserving KD on the last stage, weight 3000", {}),
         "rkd": ("relational KD on the pooled features: distance 25, angle 50", {}),
-        "ofd": ("overhaul feature distillation: margin ReLU target, partial L2, weight 1e-3", {}),
-        "crd": ("CRD: 128-d embeddings, 16384 negatives of other classes, NCE T 0.07, momentum 0.5, weight 0.8", {}),
+        "ofd": (f"overhaul feature distillation: margin ReLU target, partial L2, weight {setting.ofd_weight:g}",
+                {"OFD": {"WEIGHT": setting.ofd_weight}}),
+        "crd": (crd_text, {"CRD": {"REPLACEMENT": setting.crd_replacement}}),
         "reviewkd": (rev_text, {"REVIEWKD": rev}),
         "nkd": (f"NKD: T {setting.nkd_temperature:g}, gamma {setting.nkd_gamma:g}", {"NKD": logit["NKD"]}),
-        "mlkd": ("MLKD: weak and strong views, CE 0.1 on each, KD 0.9, temperatures 4, 3, 5, 2, 6",
-                 {"MLKD": logit["MLKD"]}),
+        "mlkd": (mlkd_text, {"MLKD": mlkd}),
     }
     if method in single:
         text, nodes = single[method]
@@ -141,17 +180,17 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
         "nkd_star": ("NKD* = NKD + DKD (" + dkd_text + ")", ["nkd", "dkd"], 1.0, {"NKD": logit["NKD"], "DKD": dkd}),
         "kd_fitnet": ("KD + FitNet (" + kd_text + ")", ["kd", "fitnet"], kd["CE_WEIGHT"], {"KD": kd}),
         "kd_crd": ("KD + CRD as in the CRD paper: CE 1, KD 1 (T 4), CRD 0.8", ["kd", "crd"], 1.0,
-                   {"KD": {**kd, "KD_WEIGHT": 1.0}}),
+                   {"KD": {**kd, "KD_WEIGHT": 1.0}, "CRD": {"REPLACEMENT": setting.crd_replacement}}),
         "dkd_reviewkd": (f"DKD + ReviewKD ({dkd_text}; {rev_text})", ["dkd", "reviewkd"], 1.0,
                          {"DKD": dkd, "REVIEWKD": rev}),
-        "mlkd_reviewkd": (f"MLKD + ReviewKD (MLKD's CE 0.1; {rev_text})", ["mlkd", "reviewkd"], 0.1,
-                          {"MLKD": logit["MLKD"], "REVIEWKD": rev}),
+        "mlkd_reviewkd": (f"MLKD + ReviewKD (MLKD's CE {mlkd['CE_WEIGHT']:g}; {rev_text})", ["mlkd", "reviewkd"],
+                          mlkd["CE_WEIGHT"], {"MLKD": mlkd, "REVIEWKD": rev}),
         "unikd_kd": ("UniKD feature terms + KD as the logit term", ["unikd", "kd"], 1.0,
                      {"UNIKD": _unikd_node(setting, pair, "none"), "KD": {**kd, "KD_WEIGHT": 1.0}}),
         "unikd_nkd": ("UniKD feature terms + NKD as the logit term", ["unikd", "nkd"], 1.0,
                       {"UNIKD": _unikd_node(setting, pair, "none"), "NKD": logit["NKD"]}),
-        "unikd_mlkd": ("UniKD feature terms + MLKD as the logit term (MLKD's CE 0.1)", ["unikd", "mlkd"], 0.1,
-                       {"UNIKD": _unikd_node(setting, pair, "none"), "MLKD": logit["MLKD"]}),
+        "unikd_mlkd": (f"UniKD feature terms + MLKD as the logit term (MLKD's CE {mlkd['CE_WEIGHT']:g})",
+                       ["unikd", "mlkd"], mlkd["CE_WEIGHT"], {"UNIKD": _unikd_node(setting, pair, "none"), "MLKD": mlkd}),
     }
     if method in hybrids:
         text, terms, ce, nodes = hybrids[method]
@@ -184,8 +223,11 @@ def render(setting: DataSetting, pair: Pair, method: str) -> str:
         checkpoint = setting.teacher_checkpoint.get(pair.teacher, f"output/{setting.name}/teachers/{pair.teacher}/last.pth")
         model.update({"TEACHER": pair.teacher, "TEACHER_CHECKPOINT": checkpoint})
     full: dict[str, Any] = {"_BASE_": f"../{setting.base}", "MODEL": model}
-    if pair.lr is not None:
-        full["SOLVER"] = {"LR": pair.lr}
+    solver = {"LR": pair.lr} if pair.lr is not None else {}
+    if method == "mlkd":
+        solver.update(pair.mlkd_solver)
+    if solver:
+        full["SOLVER"] = solver
     full.update(content)
     full["OUTPUT_DIR"] = f"output/{setting.name}/{pair.name}/{method}"
     lines = textwrap.wrap(f"{pair.teacher} -> {pair.student}: {text}.", 108)

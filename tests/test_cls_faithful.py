@@ -2,10 +2,14 @@
 they tap, which way they resample when the sizes differ, what their warm-ups ramp and how CRD samples."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from classification.catalog import all_configs
 from classification.config import load_cfg
 from classification.distillers import get_distiller_class
 from classification.models import build_model
@@ -201,3 +205,35 @@ def test_crd_term_passes_its_replacement_switch_to_the_sampler(replacement):
     images, targets, indices = _batch()
     distiller.train().compute_losses(images, targets, 1.0, indices)
     assert seen == [replacement]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shipped per-pair values (classification/catalog.py names the source of each)
+# ---------------------------------------------------------------------------------------------------------
+def _shipped(dataset: str, pair: str, method: str) -> dict:
+    return yaml.safe_load(all_configs()[Path(dataset) / pair / f"{method}.yaml"])
+
+
+def test_catalog_ships_the_official_per_pair_values():
+    reviewkd = {"res56_res20": 0.6, "res110_res32": 1.0, "res32x4_res8x4": 5.0, "wrn40_2_wrn16_2": 5.0,
+                "wrn40_2_wrn40_1": 5.0, "wrn40_2_shv1": 5.0, "res32x4_shv1": 5.0, "res32x4_shv2": 8.0}
+    for pair, weight in reviewkd.items():  # dvlab-research/ReviewKD CIFAR-100/script/reviewKD.sh
+        assert _shipped("cifar100", pair, "reviewkd")["REVIEWKD"]["WEIGHT"] == weight, pair
+        assert _shipped("cifar100", pair, "dkd_reviewkd")["REVIEWKD"]["WEIGHT"] == weight, pair
+    imagenet_review = _shipped("imagenet", "res50_mv1", "reviewkd")["REVIEWKD"]
+    assert imagenet_review["WEIGHT"] == 8.0 and imagenet_review["STUDENT_PREACT"] is True
+    for pair in ("res34_res18", "res50_mv1"):
+        assert _shipped("imagenet", pair, "ofd")["OFD"]["WEIGHT"] == 1e-4
+        assert _shipped("imagenet", pair, "crd")["CRD"]["REPLACEMENT"] == "always"
+        mlkd = _shipped("imagenet", pair, "mlkd")["MLKD"]
+        assert (mlkd["CE_WEIGHT"], mlkd["KD_WEIGHT"], mlkd["TEMPERATURES"]) == (0.5, 0.5, [1.0, 3.0, 5.0, 2.0, 6.0])
+        assert _shipped("imagenet", pair, "dkd")["DKD"]["ALPHA"] == 1.0  # mdistiller cfg.py default, not overridden
+    assert _shipped("imagenet", "res34_res18", "mlkd")["SOLVER"] == {"LR": 0.1}
+    assert _shipped("cifar100", "res56_res20", "ofd")["OFD"]["WEIGHT"] == 1e-3
+    assert _shipped("cifar100", "res56_res20", "crd")["CRD"]["REPLACEMENT"] == "auto"
+    for pair in ("res56_res20", "res110_res32", "res32x4_res8x4", "wrn40_2_wrn16_2", "wrn40_2_wrn40_1", "vgg13_vgg8"):
+        assert _shipped("cifar100", pair, "mlkd")["SOLVER"] == {"LR": 0.025}, pair
+    assert _shipped("cifar100", "res32x4_shv2", "mlkd")["SOLVER"] == {"LR": 0.01, "EPOCHS": 960}
+    # only MLKD's own config takes MLKD's solver values
+    assert "SOLVER" not in _shipped("cifar100", "res56_res20", "mlkd_reviewkd")
+    assert _shipped("cifar100", "res32x4_shv2", "dkd")["SOLVER"] == {"LR": 0.01}
