@@ -45,8 +45,10 @@ def describe_incompatible(incompatible: _IncompatibleKeys) -> list[str]:
         return ", ".join(keys[:MAX_KEYS_NAMED]) + more
 
     lines = []
-    if incompatible.missing_keys:
-        lines.append(f"missing in the file: {named(list(incompatible.missing_keys))}")
+    reshaped = {key for key, _, _ in incompatible.incorrect_shapes}  # fvcore also lists these as missing
+    missing = [key for key in incompatible.missing_keys if key not in reshaped]
+    if missing:
+        lines.append(f"missing in the file: {named(missing)}")
     if incompatible.unexpected_keys:
         lines.append(f"not in the model: {named(list(incompatible.unexpected_keys))}")
     if incompatible.incorrect_shapes:
