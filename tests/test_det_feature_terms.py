@@ -24,7 +24,7 @@ def loop_iou(a: list[float], b: list[float]) -> float:
 
 
 def loop_masks(gt, anchors, sizes, factor):
-    """The FGFI mask with plain Python loops: per object, threshold factor x its best anchor IoU."""
+    """The FGFI mask with plain Python loops: per object, IoU strictly above factor x its best anchor IoU."""
     masks = [[[False] * w for _ in range(h)] for h, w in sizes]
     for box in gt.tolist():
         ious = [[loop_iou(box, a) for a in level.tolist()] for level in anchors]
@@ -32,7 +32,7 @@ def loop_masks(gt, anchors, sizes, factor):
         for level, ((h, w), level_ious) in enumerate(zip(sizes, ious)):
             per_location = len(level_ious) // (h * w)
             for index, value in enumerate(level_ious):
-                if value >= threshold and value > 0:
+                if value > threshold:
                     location = index // per_location
                     masks[level][location // w][location % w] = True
     return [torch.tensor(m) for m in masks]
@@ -57,7 +57,7 @@ def test_near_object_masks_match_loops():
         for got, want in zip(masks, expected):
             assert got.dtype == torch.bool and torch.equal(got, want)
     # A larger threshold keeps a subset of the locations, and each object keeps at least its best anchor.
-    loose, strict = near_object_masks(gt, anchors, sizes, 0.3), near_object_masks(gt, anchors, sizes, 1.0)
+    loose, strict = near_object_masks(gt, anchors, sizes, 0.3), near_object_masks(gt, anchors, sizes, 0.99)
     assert all((s & ~l).sum() == 0 for s, l in zip(strict, loose))
     assert sum(int(m.sum()) for m in strict) >= 1
     assert sum(int(m.sum()) for m in loose) > sum(int(m.sum()) for m in strict)

@@ -61,7 +61,8 @@ def add_distill_config(cfg: CN) -> None:
     # are MODEL.RPN.IN_FEATURES (the anchors' levels).
     _C.DISTILL.FGFI = CN()
     _C.DISTILL.FGFI.ENABLED = False
-    # An anchor is near an object when its IoU exceeds THRESHOLD_FACTOR x the object's best anchor IoU.
+    # An anchor is near an object when its IoU is strictly greater than THRESHOLD_FACTOR x the object's best
+    # anchor IoU (twangnh/Distilling-Object-Detectors, lib/model/rpn/anchor_target_layer.py: 0.5, `>`).
     _C.DISTILL.FGFI.THRESHOLD_FACTOR = 0.5
     # The loss sums squared errors over channels and divides by 2 x (masked locations), hence a small weight.
     _C.DISTILL.FGFI.WEIGHT = 0.01

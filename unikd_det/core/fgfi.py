@@ -1,10 +1,12 @@
 """Fine-grained feature imitation (FGFI; Wang et al., CVPR 2019): imitate the teacher only near objects.
 
 Near-object mask. For one image with ground-truth boxes g and anchors a (all pyramid levels together),
-let m_g = max_a IoU(g, a). An anchor is near g when IoU(g, a) >= psi * m_g and IoU(g, a) > 0
-(psi = threshold_factor, 0.5 in the paper), so every object, small or large, marks at least its best
-anchor. A feature location (i, j) of a level is imitated, I_ij = 1, when any anchor centred there is
-near any object.
+let m_g = max_a IoU(g, a). An anchor is near g when IoU(g, a) > psi * m_g, strictly (psi =
+threshold_factor, 0.5 in the paper), as the official code does (twangnh/Distilling-Object-Detectors,
+lib/model/rpn/anchor_target_layer.py: `IOU_map[...] > max_iou * 0.5`). So an object whose best anchor
+has a positive IoU marks at least that anchor, and an anchor exactly at the threshold is not near. A
+feature location (i, j) of a level is imitated, I_ij = 1, when any anchor centred there is near any
+object. The official detector has one feature level; here m_g is taken over the anchors of all levels.
 
 Imitation loss over the masked locations of all levels, summed over channels (paper Eq. 2):
 
@@ -18,9 +20,10 @@ from torchvision.ops import box_iou
 
 
 def check_threshold_factor(name: str, value: float) -> float:
-    """Return `value`; raise ValueError naming `name` unless it is a valid psi, in (0, 1]."""
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    """Return `value`; raise ValueError naming `name` unless it is a valid psi, in (0, 1) (at 1 the strict
+    comparison would mark no anchor)."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
     return value
 
 
@@ -46,7 +49,7 @@ def near_object_masks(
     best = torch.stack([iou.max(dim=1).values for iou in ious], dim=1).max(dim=1).values  # [G]
     threshold = (threshold_factor * best)[:, None]
     return [
-        ((iou >= threshold) & (iou > 0)).any(dim=0).view(height, width, -1).any(dim=2)
+        (iou > threshold).any(dim=0).view(height, width, -1).any(dim=2)
         for iou, (height, width) in zip(ious, level_sizes)
     ]
 

@@ -1,0 +1,60 @@
+"""Detection terms against their official codes (issue 11): each test recomputes the official rule
+independently, from the official repository's semantics named in its docstring, and compares."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unikd_det.core.fgfi import near_object_masks
+
+
+def official_fgfi_mask(gt: torch.Tensor, anchors: torch.Tensor, size: tuple[int, int], factor: float) -> torch.Tensor:
+    """twangnh/Distilling-Object-Detectors, lib/model/rpn/anchor_target_layer.py: per object, count the
+    anchors of a location whose IoU is strictly above factor x the object's best IoU; a location with a
+    positive count is imitated. Written with explicit areas, not torchvision."""
+    height, width = size
+    per_location = anchors.shape[0] // (height * width)
+    counts = torch.zeros(height * width, dtype=torch.int64)
+    for box in gt:
+        x0 = torch.maximum(anchors[:, 0], box[0])
+        y0 = torch.maximum(anchors[:, 1], box[1])
+        x1 = torch.minimum(anchors[:, 2], box[2])
+        y1 = torch.minimum(anchors[:, 3], box[3])
+        inter = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
+        area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+        area_g = (box[2] - box[0]) * (box[3] - box[1])
+        iou = inter / (area_a + area_g - inter)
+        counts += (iou > iou.max() * factor).view(-1, per_location).sum(dim=1)
+    return (counts > 0).view(height, width)
+
+
+def test_fgfi_anchor_exactly_at_threshold_is_not_imitated():
+    # One 2x2 level with one anchor per location; the object is anchor 0 itself (best IoU 1), anchor 1
+    # covers exactly half of it (IoU 0.5 = 0.5 x 1, at the threshold), anchor 2 three quarters.
+    gt = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    anchors = torch.tensor(
+        [[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 2.0], [0.0, 0.0, 4.0, 3.0], [10.0, 10.0, 14.0, 14.0]]
+    )
+    expected = official_fgfi_mask(gt, anchors, (2, 2), 0.5)
+    assert expected.tolist() == [[True, False], [True, False]]
+    assert torch.equal(near_object_masks(gt, [anchors], [(2, 2)], 0.5)[0], expected)
+
+
+def test_fgfi_mask_matches_official_rule_on_a_grid():
+    gen = torch.Generator().manual_seed(0)
+    size, stride = (12, 16), 8
+    ys, xs = torch.meshgrid(torch.arange(size[0]) * stride, torch.arange(size[1]) * stride, indexing="ij")
+    centres = torch.stack([xs, ys, xs, ys], dim=-1).reshape(-1, 1, 4).double()
+    half = torch.tensor([[-8, -8, 8, 8], [-16, -8, 16, 8], [-8, -16, 8, 16]], dtype=torch.float64)
+    anchors = (centres + half[None]).reshape(-1, 4)
+    corner = torch.randint(0, 90, (5, 2), generator=gen).double()
+    extent = torch.randint(4, 40, (5, 2), generator=gen).double()
+    gt = torch.cat([corner, corner + extent], dim=1)
+    for factor in (0.3, 0.5, 0.7):
+        expected = official_fgfi_mask(gt, anchors, size, factor)
+        assert torch.equal(near_object_masks(gt, [anchors], [size], factor)[0], expected)
+
+
+def test_fgfi_threshold_factor_one_is_refused():
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        near_object_masks(torch.zeros(0, 4), [torch.zeros(4, 4)], [(2, 2)], 1.0)
