@@ -58,3 +58,44 @@ def test_fgfi_mask_matches_official_rule_on_a_grid():
 def test_fgfi_threshold_factor_one_is_refused():
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         near_object_masks(torch.zeros(0, 4), [torch.zeros(4, 4)], [(2, 2)], 1.0)
+
+
+def test_fgfi_adapter_init_is_the_official_folded_normal(make_cfg, build):
+    """trainval_net_sup.py, normal_init(stu_feature_adap[0], 0, 0.0001, truncated=True): weight =
+    normal_().fmod_(2) * 1e-4, bias untouched (PyTorch's default)."""
+    from torch import nn
+
+    from unikd_det.terms.fgfi import init_adapter_weight
+
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    bias = conv.bias.detach().clone()
+    torch.manual_seed(3)
+    init_adapter_weight(conv, 1e-4)
+    torch.manual_seed(3)
+    expected = torch.empty_like(conv.weight).normal_().fmod_(2).mul_(1e-4)
+    torch.testing.assert_close(conv.weight.detach(), expected, rtol=0, atol=0)
+    assert torch.equal(conv.bias.detach(), bias)
+
+    model = build(make_cfg(opts=["DISTILL.FGFI.ENABLED", True]))
+    adapters = model.distill_terms["fgfi"].adapters
+    for adapter in adapters.values():
+        assert adapter.weight.abs().max() < 2e-4 and 0.5e-4 < adapter.weight.std() < 1.1e-4
+        bound = (adapter.weight[0].numel()) ** -0.5  # PyTorch's default bias bound, 1 / sqrt(fan_in)
+        assert adapter.bias.abs().max() <= bound and adapter.bias.std() > 1e-2 * bound
+    default = build(make_cfg(opts=["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.INIT_STD", 0.0]))
+    assert all(a.weight.std() > 1e-2 for a in default.distill_terms["fgfi"].adapters.values())
+
+
+@pytest.mark.parametrize("it,active", [(0, False), (399, False), (400, True), (401, True)])
+def test_fgfi_is_off_before_its_start_iteration(make_cfg, build, batched_inputs, train_forward, it, active):
+    """trainval_net_sup.py: `sup_loss * 0` while step < --ws (400) in the first epoch, full weight after.
+    The start iteration is per term: FitNet, built alongside, is active from iteration 0."""
+    opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.INIT_STD", 0.0, "DISTILL.FITNET.ENABLED", True]
+    reference = train_forward(build(make_cfg(opts=opts + ["DISTILL.FGFI.START_ITER", 0])), batched_inputs, it=it)
+    losses = train_forward(build(make_cfg(opts=opts)), batched_inputs, it=it)
+    assert reference["loss_fgfi"] > 0
+    torch.testing.assert_close(losses["loss_fitnet"], reference["loss_fitnet"])
+    if active:
+        torch.testing.assert_close(losses["loss_fgfi"], reference["loss_fgfi"])
+    else:
+        assert losses["loss_fgfi"].item() == 0.0 and losses["loss_fgfi"].requires_grad

@@ -134,7 +134,7 @@ def test_fitnet_term_matches_hint_loss_and_trains_its_adapters(run_term):
 
 
 def test_fgfi_term_masks_near_objects(run_term, batched_inputs):
-    opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.WEIGHT", 0.1]
+    opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.WEIGHT", 0.1, "DISTILL.FGFI.START_ITER", 0]
     model, losses, ctx = run_term(opts)
     assert set(losses) == STOCK_LOSSES | {"loss_fgfi"}
     term = model.distill_terms["fgfi"]

@@ -66,6 +66,12 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.FGFI.THRESHOLD_FACTOR = 0.5
     # The loss sums squared errors over channels and divides by 2 x (masked locations), hence a small weight.
     _C.DISTILL.FGFI.WEIGHT = 0.01
+    # Std of the adapters' initial weights: N(0, 1) folded into (-2, 2) by fmod, times INIT_STD; biases keep
+    # PyTorch's default (twangnh/Distilling-Object-Detectors, trainval_net_sup.py: normal_init(..., 0, 0.0001,
+    # True)). 0 keeps PyTorch's default initialisation for the weights too.
+    _C.DISTILL.FGFI.INIT_STD = 1e-4
+    # Imitation has weight 0 before this iteration, full weight from it on (trainval_net_sup.py: --ws 400).
+    _C.DISTILL.FGFI.START_ITER = 400
 
     # ReviewKD: ABF fusion of the student's FPN levels, HCL to the teacher's levels.
     _C.DISTILL.REVIEWKD = CN()
@@ -141,6 +147,8 @@ DETECTION_VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("DISTILL.UNIKD.POOLER_RESOLUTION", 1.0),
     ValueRule("DISTILL.UNIKD.LOGVAR_BOUND", 0.0, strict=True),
     ValueRule("DISTILL.REVIEWKD.POOL_SIZES", 1.0),
+    ValueRule("DISTILL.FGFI.INIT_STD", 0.0),
+    ValueRule("DISTILL.*START_ITER", 0.0),
     ValueRule("DISTILL.*ALPHA", 0.0),
     ValueRule("DISTILL.*BETA", 0.0),
 )

@@ -150,9 +150,12 @@ class DistillRCNN(nn.Module):
             gt_boxes=[x.gt_boxes for x in gt_instances],
         )
         factor = self.warmup_factor()
+        iteration = get_event_storage().iter
         losses = {**detector_losses, **proposal_losses}
         for name, term in self.distill_terms.items():
-            add_term_losses(losses, name, {key: factor * value for key, value in term(ctx).items()})
+            # Before its start iteration a term is still computed, times 0, so every parameter keeps a gradient.
+            term_factor = factor if iteration >= term.start_iter else 0.0
+            add_term_losses(losses, name, {key: term_factor * value for key, value in term(ctx).items()})
 
         if student.vis_period > 0 and get_event_storage().iter % student.vis_period == 0:
             student.visualize_training(batched_inputs, proposals)

@@ -46,6 +46,9 @@ class DistillTerm(nn.Module):
     refuses a key that breaks this or that another loss already uses."""
 
     CONFIG_NODE: str = ""
+    # DistillRCNN gives the term weight 0 before this training iteration (EventStorage.iter) and its
+    # normal weight from it on, as FGFI's official warm step does; 0 means active from the start.
+    start_iter: int = 0
 
     def forward(self, ctx: DistillContext) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
