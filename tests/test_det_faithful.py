@@ -99,3 +99,27 @@ def test_fgfi_is_off_before_its_start_iteration(make_cfg, build, batched_inputs,
         torch.testing.assert_close(losses["loss_fgfi"], reference["loss_fgfi"])
     else:
         assert losses["loss_fgfi"].item() == 0.0 and losses["loss_fgfi"].requires_grad
+
+
+def test_mobilenetv2_student_freezes_nothing():
+    """Every official MobileNetV2 student (dvlab-research/ReviewKD Detection/configs/ReviewKD-MV2-R50.yaml,
+    FabienCode/mdistiller detection/configs/*/*-MV2-R50.yaml) has FREEZE_AT 0 and FrozenBN: all conv
+    weights train, no BatchNorm statistics or affine parameters do."""
+    from pathlib import Path
+
+    from detectron2.config import get_cfg
+    from detectron2.layers import FrozenBatchNorm2d
+    from detectron2.modeling import build_backbone
+
+    from unikd_det import add_distill_config
+
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    cfg.merge_from_file(str(Path(__file__).resolve().parent.parent / "configs" / "COCO" / "Base-MV2-R50.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 0 and cfg.MODEL.MOBILENETV2.NORM == "FrozenBN"
+    bottom_up = build_backbone(cfg).bottom_up
+    convs = [m for m in bottom_up.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.requires_grad for m in convs)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bottom_up.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in bottom_up.modules())
