@@ -123,3 +123,37 @@ def test_mobilenetv2_student_freezes_nothing():
     assert convs and all(m.weight.requires_grad for m in convs)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bottom_up.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in bottom_up.modules())
+
+
+def _official_mlkd_instance_kd(logits_s, logits_t, temperatures, weight, strong_view_kd: bool) -> float:
+    """Jin-Ying/Multi-Level-Logit-Distillation, mdistiller/distillers/KD_ours.py, instance level with the
+    strong view = the weak view: w * sum_tau [f * KD_tau + KD_tau], f the fraction of samples whose teacher
+    max probability is <= its numpy median; without the strong-view term only w * sum_tau f * KD_tau."""
+    import numpy as np
+
+    confidence = torch.softmax(logits_t.double(), dim=1).amax(dim=1).numpy()
+    fraction = float((confidence <= np.percentile(confidence, 50)).mean())
+    total = 0.0
+    for tau in temperatures:
+        p_t = torch.softmax(logits_t.double() / tau, dim=1)
+        log_p_s = torch.log_softmax(logits_s.double() / tau, dim=1)
+        kd = (p_t * (p_t.log() - log_p_s)).sum(dim=1).mean().item() * tau**2
+        total += (fraction + 1.0) * kd if strong_view_kd else fraction * kd
+    return weight * total
+
+
+@pytest.mark.parametrize("strong_view_kd", [True, False])
+def test_mlkd_instance_term_counts_the_single_roi_view_as_configured(
+    make_cfg, build, batched_inputs, train_forward, capture_ctx, strong_view_kd
+):
+    temperatures = [4.0, 3.0, 5.0, 2.0, 6.0]
+    opts = ["DISTILL.MLKD.ENABLED", True, "DISTILL.MLKD.STRONG_VIEW_KD", strong_view_kd]
+    model = build(make_cfg(opts=opts))
+    seen = capture_ctx(model)
+    losses = train_forward(model, batched_inputs)
+    ctx = seen[-1]
+    expected = _official_mlkd_instance_kd(
+        ctx.student_logits.detach(), ctx.teacher_logits, temperatures, 0.9, strong_view_kd
+    )
+    assert losses["loss_mlkd_kd"].item() == pytest.approx(expected, rel=1e-4)
+    assert losses["loss_mlkd_cc"] > 0 and losses["loss_mlkd_bc"] > 0

@@ -45,11 +45,16 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.ROI.DKD_ALPHA = 1.0
     _C.DISTILL.ROI.DKD_BETA = 0.25
 
-    # Multi-level logit KD (MLKD) on the same ROI logits: instance, class and batch levels.
+    # Multi-level logit KD (MLKD) on the same ROI logits: instance, class and batch levels. There is no official
+    # detection MLKD: this is the authors' classification loss (Jin-Ying/Multi-Level-Logit-Distillation,
+    # mdistiller/distillers/KD_ours.py) on the ROI logits, see unikd_det/terms/mlkd.py.
     _C.DISTILL.MLKD = CN()
     _C.DISTILL.MLKD.ENABLED = False
     _C.DISTILL.MLKD.WEIGHT = 0.9  # the MLKD authors' KD weight
     _C.DISTILL.MLKD.TEMPERATURES = [4.0, 3.0, 5.0, 2.0, 6.0]  # the MLKD authors' set
+    # The classification code's unmasked strong-view instance KD, here on the same (only) ROI logits as its
+    # masked weak-view one: true counts the instance KD (1 + sample-mask fraction) times, false that fraction.
+    _C.DISTILL.MLKD.STRONG_VIEW_KD = True
 
     # FitNet: a 1x1 adapter per FPN level, MSE to the teacher's level.
     _C.DISTILL.FITNET = CN()
