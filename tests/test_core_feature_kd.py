@@ -369,8 +369,17 @@ def test_hcl_loss_matches_hand_computation():
     level1 = (mse(s[1], t[1]) + mse(_block_mean(s[1], 1, 1), _block_mean(t[1], 1, 1)) / 2) / 1.5
     level2 = mse(s[2], t[2])
     assert hcl_loss(s, t).item() == pytest.approx(level0 + level1 + level2, rel=1e-5)
-    # 8x4: 4 is not smaller than W, so sizes 2 and 1 are used with weights 1/2 and 1/4
+    # 8x4: only the height decides (official `if l >= h`), so sizes 4, 2 and 1 are all used
     a, b = t4
+    ref = (
+        mse(a, b)
+        + mse(_block_mean(a, 4, 4), _block_mean(b, 4, 4)) / 2
+        + mse(_block_mean(a, 2, 2), _block_mean(b, 2, 2)) / 4
+        + mse(a.mean((2, 3)), b.mean((2, 3))) / 8
+    ) / 1.875
+    assert hcl_loss([a], [b]).item() == pytest.approx(ref, rel=1e-5)
+    # 4x8: 4 is not smaller than H, so sizes 2 and 1 are used with weights 1/2 and 1/4
+    a, b = a.transpose(2, 3), b.transpose(2, 3)
     ref = (mse(a, b) + mse(_block_mean(a, 2, 2), _block_mean(b, 2, 2)) / 2 + mse(a.mean((2, 3)), b.mean((2, 3))) / 4) / 1.75
     assert hcl_loss([a], [b]).item() == pytest.approx(ref, rel=1e-5)
 

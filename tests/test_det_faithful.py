@@ -157,3 +157,32 @@ def test_mlkd_instance_term_counts_the_single_roi_view_as_configured(
     )
     assert losses["loss_mlkd_kd"].item() == pytest.approx(expected, rel=1e-4)
     assert losses["loss_mlkd_cc"] > 0 and losses["loss_mlkd_bc"] > 0
+
+
+def _official_hcl(feats_s, feats_t) -> float:
+    """dvlab-research/ReviewKD, Detection/model/kd_trans.py, `hcl`: per level, MSE plus the MSE of l x l
+    average pools for l = 4, 2, 1 below the map's HEIGHT, weights halving per used pool, normalised by
+    the weight sum; summed over levels."""
+    total = 0.0
+    for s, t in zip(feats_s, feats_t):
+        s, t = s.double(), t.double()
+        loss, weight, weight_sum = torch.mean((s - t) ** 2), 1.0, 1.0
+        for size in (4, 2, 1):
+            if size < s.shape[2]:
+                weight /= 2
+                pooled = torch.nn.functional.adaptive_avg_pool2d
+                loss = loss + weight * torch.mean((pooled(s, (size, size)) - pooled(t, (size, size))) ** 2)
+                weight_sum += weight
+        total += (loss / weight_sum).item()
+    return total
+
+
+@pytest.mark.parametrize("height,width", [(40, 24), (24, 40), (200, 304)])
+def test_reviewkd_hcl_skips_pools_by_height_as_official(height, width):
+    from unikd_det.core import hcl_loss
+
+    gen = torch.Generator().manual_seed(5)
+    sizes = [(-(-height // 2**k), -(-width // 2**k)) for k in range(5)]  # FPN p2..p6, ceil division
+    feats_s = [torch.randn(2, 4, h, w, generator=gen) for h, w in sizes]
+    feats_t = [torch.randn(2, 4, h, w, generator=gen) for h, w in sizes]
+    assert hcl_loss(feats_s, feats_t).item() == pytest.approx(_official_hcl(feats_s, feats_t), rel=1e-5)

@@ -16,9 +16,10 @@ Each O_i is compared with the teacher's level i by the hierarchical context loss
 
     HCL(O, T) = [MSE(O, T) + sum_k w_k MSE(P_k(O), P_k(T))] / (1 + sum_k w_k),  w_k = 2^-k,
 
-where P_k adaptive-average-pools to the k-th used size in pool_sizes (default 4, 2, 1). A size is used
-only when it is smaller than the map (l < min(H, W); the original tests H only, which is the same on the
-square maps it was written for), and w halves per used size. The total is the sum over levels.
+where P_k adaptive-average-pools to the k-th used size in pool_sizes (default 4, 2, 1), an l x l grid.
+A size is used only when it is smaller than the map's height, l < H, whatever its width, and w halves
+per used size (dvlab-research/ReviewKD, Detection/model/kd_trans.py and CIFAR-100/model/reviewkd.py,
+`hcl`: `if l >= h: continue`). The total is the sum over levels.
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def _pyramid_mse(o: Tensor, t: Tensor, pool_sizes: tuple[int, ...]) -> Tensor:
     """HCL of one level (module docstring)."""
     loss, weight, total_weight = F.mse_loss(o, t), 1.0, 1.0
     for size in pool_sizes:
-        if size >= min(o.shape[-2:]):
+        if size >= o.shape[-2]:
             continue
         weight /= 2.0
         loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(o, size), F.adaptive_avg_pool2d(t, size))
