@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,6 +86,20 @@ def test_hostile_bench_teacher_checkpoint_is_refused(cls_cfg, hostile, tmp_path)
     with pytest.raises(ValueError, match=rf"refused to load {path}"):
         main(["bench", "--grid", str(grid), "--output-dir", str(tmp_path / "bench")])
     assert not marker.exists()
+
+
+def test_checkpoint_of_an_earlier_version_still_loads_as_teacher_and_resumes(cls_cfg, tmp_path):
+    Trainer(cls_cfg("SOLVER.EPOCHS", 1, "OUTPUT_DIR", tmp_path / "old")).train()
+    path = tmp_path / "old" / "last.pth"
+    state = read_checkpoint(path)
+    del state["config_changes"]
+    state["rng"]["numpy"] = np.random.get_state()  # how checkpoints were written before: a uint32 ndarray
+    torch.save(state, path)
+    assert Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet8", "MODEL.TEACHER_CHECKPOINT", path))
+    assert Trainer(cls_cfg("SOLVER.EPOCHS", 2, "OUTPUT_DIR", tmp_path / "old"), resume=True).train()["epochs"] == 2
+    torch.save({**state, "rng": {**state["rng"], "numpy": np.zeros(2, dtype=object)}}, path)
+    with pytest.raises(ValueError, match=rf"refused to load {path}"):  # the legacy allowance admits no objects
+        Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet8", "MODEL.TEACHER_CHECKPOINT", path))
 
 
 @pytest.mark.parametrize("command, text", [

@@ -2,7 +2,9 @@
 
 Every checkpoint is read with PyTorch's weights-only unpickler (`unikd_det.core.files.load_torch_file`), so a
 planted or hostile file can never run code; what the trainer saves is therefore kept to tensors, numbers,
-strings and plain containers (numpy's RNG state is stored as a tensor, not as an ndarray).
+strings and plain containers (numpy's RNG state is stored as a tensor, not as an ndarray). Files written before
+that change hold numpy's state as a uint32 ndarray; the four globals that takes are admitted, and nothing else,
+so earlier teachers and runs stay readable (object arrays stay refused: their dtype class is not admitted).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from torch import nn
 from unikd_det.core.files import load_torch_file
 
 FORMAT = "unikd-classification"
+# What numpy's RNG state (a uint32 ndarray) needs in the checkpoints written before the state became a tensor.
+_LEGACY_NUMPY_RNG_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -50,7 +54,11 @@ def _numpy_rng_state() -> dict[str, Any]:
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
 
 
-def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+def _set_numpy_rng_state(state: dict[str, Any] | tuple) -> None:
+    """Restore what _numpy_rng_state saved, or the tuple np.random.get_state() gave in earlier checkpoints."""
+    if isinstance(state, tuple):
+        np.random.set_state(state)
+        return
     keys = state["keys"].numpy().astype(np.uint32)
     np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
@@ -75,7 +83,8 @@ def read_checkpoint(path: str | Path, what: str = "a classification checkpoint (
                     ) -> dict[str, Any]:
     """The dict saved in `path`, loaded weights-only: a missing, empty, truncated, non-PyTorch or hostile file,
     or one that holds no dict, is an error naming the file and `what` was expected."""
-    checkpoint = load_torch_file(path, what)
+    with torch.serialization.safe_globals(_LEGACY_NUMPY_RNG_GLOBALS):
+        checkpoint = load_torch_file(path, what)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a dict; expected {what}")
     return checkpoint

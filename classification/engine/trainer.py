@@ -174,7 +174,7 @@ class Trainer:
             scheduler.load_state_dict(state["schedulers"][name])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
         self.teacher_accuracy = state["teacher_accuracy"]
-        self.config_changes = state["config_changes"]
+        self.config_changes = state.get("config_changes", [])  # absent from checkpoints of earlier versions
         set_rng_state(state["rng"])
         logger.info("resumed from %s after epoch %d (best top-1 %.2f)", path, self.epoch, self.best["top1"])
         if changes:
