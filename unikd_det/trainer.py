@@ -1,16 +1,31 @@
-"""`DistillTrainer`: Detectron2's DefaultTrainer with COCO evaluation, an eager teacher build, safe checkpoints
-and a resume point that survives a divergence."""
+"""`DistillTrainer`: Detectron2's DefaultTrainer with COCO evaluation, an eager teacher build, safe checkpoints,
+a resume point that survives a divergence, and a resume that continues the run bit for bit.
+
+Reproducibility: with the same SEED, machine and thread count, a run gives the same weights, also when it is
+interrupted and resumed. Detectron2's own resume restarts the sampler's index stream and the RNGs; here the
+checkpoint holds the RNG states of the process and the resumed sampler skips the indices already read. The
+limits are those of a single process reading its data itself (DATALOADER.NUM_WORKERS 0): see
+`DistillTrainer.load_state_dict`.
+"""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from detectron2.config import CfgNode
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Sampler
+
+from classification.engine.checkpoint import rng_state, set_rng_state
 
 from .checkpoint import SafeDetectionCheckpointer
 from .meta_arch import DistillRCNN
@@ -23,6 +38,23 @@ def unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+class ResumableSampler(Sampler):
+    """A Detectron2 training sampler read from position `start` of its index stream.
+
+    Detectron2's training samplers (TrainingSampler, RepeatFactorTrainingSampler, ...) yield this rank's share
+    of an infinite index stream that depends only on their seed, and start it over at every `iter()`. On resume
+    `DistillTrainer` sets `start` to the number of indices this rank read before the checkpoint, so the resumed
+    run reads the images the uninterrupted run would have read next (`start` 0: the stock stream).
+    """
+
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.start, None)
+
+
 class DistillTrainer(DefaultTrainer):
     """Trains `DistillRCNN` (or any stock model) with the standard Detectron2 loop.
 
@@ -30,6 +62,8 @@ class DistillTrainer(DefaultTrainer):
     iteration; evaluation uses COCOEvaluator on the student. Checkpoints (MODEL.WEIGHTS, resume, periodic
     saves) go through `SafeDetectionCheckpointer`. After a non-finite loss or non-finite weights, training
     stops with a FloatingPointError that names the resume point, the last checkpoint with finite weights.
+    A resume continues the data stream and the random draws where the checkpoint left them
+    (`state_dict`, `load_state_dict`), and evaluation leaves the RNGs untouched (`test`).
     """
 
     def __init__(self, cfg: CfgNode):
@@ -68,6 +102,47 @@ class DistillTrainer(DefaultTrainer):
             for group, base_lr, lr in zip(self.optimizer.param_groups, configured, self.scheduler.get_lr()):
                 group["initial_lr"], group["lr"] = base_lr, lr
 
+    def state_dict(self) -> dict[str, Any]:
+        """DefaultTrainer's state plus this process's python, numpy, torch (and CUDA) RNG states, as tensors,
+        numbers and plain containers (checkpoints are read weights-only): the draws after the checkpoint
+        (RPN/ROI subsampling, the mapper's flips and resizes) then repeat on resume."""
+        state = super().state_dict()
+        state["rng"] = rng_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """DefaultTrainer's resume, continued where the checkpoint was written: the sampler skips the images
+        already read (this rank's share of (iteration + 1) x SOLVER.IMS_PER_BATCH) and the RNG states are
+        restored, so the resumed run equals the uninterrupted one bit for bit.
+
+        Limits (the first three are logged when they apply): with DATALOADER.NUM_WORKERS > 0 the workers are
+        started again and reseeded, so the mapper's random flips and resizes after the resume differ; with
+        several processes only rank 0's RNG states are in the checkpoint, so none are restored; an
+        IterableDataset has no sampler to skip; and AspectRatioGroupedDataset holds images of the other
+        orientation back in its buckets, so with mixed aspect ratios the images read are not exactly the ones
+        skipped. The sampler's seed is drawn from numpy's RNG when the trainer is built: SEED must be >= 0 (or
+        numpy seeded alike) for the resumed run to read the same stream.
+        """
+        super().load_state_dict(state_dict)
+        self._continue_data_stream(images_read=(self.iter + 1) * self.cfg.SOLVER.IMS_PER_BATCH)
+        if "rng" not in state_dict:
+            logger.warning("The checkpoint holds no RNG states: the resumed run's random draws differ")
+        elif comm.get_world_size() > 1:
+            logger.warning("RNG states are not restored with several processes: the checkpoint holds rank 0's only")
+        else:
+            set_rng_state(state_dict["rng"])
+        if self.cfg.DATALOADER.NUM_WORKERS > 0:
+            logger.warning("DATALOADER.NUM_WORKERS > 0: the restarted data loader workers are reseeded, so the "
+                           "mapper's random augmentations differ from an uninterrupted run")
+
+    def _continue_data_stream(self, images_read: int) -> None:
+        """Start the sampler after this rank's share of the `images_read` images."""
+        sampler = getattr(self.data_loader, "resumable_sampler", None)
+        if sampler is None:
+            logger.warning("The training data has no resumable sampler: the resumed run reads it from the start")
+        else:
+            sampler.start = images_read // comm.get_world_size()
+
     def train(self):
         """Train; a FloatingPointError (Detectron2's non-finite loss check, or non-finite weights at a
         checkpoint) is re-raised with the checkpoint to resume from."""
@@ -75,6 +150,34 @@ class DistillTrainer(DefaultTrainer):
             return super().train()
         except FloatingPointError as err:
             raise FloatingPointError(f"{err}\n{self.checkpointer.resume_point()}") from err
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        """Detectron2's training loader, its sampler wrapped in a `ResumableSampler` (the loader's
+        `resumable_sampler`; None for an IterableDataset, which has no sampler).
+
+        With SEED >= 0 the torch DataLoader gets its own generator, seeded with SEED + rank: otherwise opening
+        it draws from the global torch RNG at the first iteration, a draw a resumed run would make at another
+        point of the RNG stream. That generator also seeds the DATALOADER.NUM_WORKERS workers.
+        """
+        kwargs = build_detection_train_loader.from_config(cfg)
+        sampler = None if kwargs["sampler"] is None else ResumableSampler(kwargs["sampler"])
+        seed = cfg.SEED + comm.get_rank() if cfg.SEED >= 0 else None
+        loader = build_detection_train_loader(**{**kwargs, "sampler": sampler}, seed=seed)
+        loader.resumable_sampler = sampler
+        return loader
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model, evaluators=None):
+        """Detectron2's evaluation, with the RNG states restored afterwards. Evaluation itself draws nothing,
+        but opening the test loader draws from torch's RNG: a periodic evaluation (TEST.EVAL_PERIOD) would
+        otherwise change the training after it, and a run resumed from a checkpoint written just before it
+        would not repeat the uninterrupted one."""
+        state = rng_state()
+        try:
+            return super().test(cfg, model, evaluators)
+        finally:
+            set_rng_state(state)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
