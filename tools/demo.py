@@ -3,7 +3,7 @@
 classification (teacher, then students without KD, with KD and with UniKD; a top-1 table).
 
     python tools/demo.py [--teacher-config configs/Demo/teacher-R18.yaml] [--output-dir output/demo] [--fresh]
-                         [--part all|detection|classification] [--det-methods student unikd ...]
+                         [--part all|detection|classification] [--det-methods student unikd ...] [--seeds 0 1 2]
 
 Detection:
 
@@ -17,6 +17,13 @@ Detection:
 seed and initial weights for each), e.g. the README's baseline table:
 `--teacher-config configs/Demo/teacher-R50.yaml --det-methods student kd dkd fitnet fitnet_kd reviewkd unikd`.
 
+One seed (the configs' SEED, the default) does not rank methods: the difference between seeds is as large
+as the effects. `--seeds 0 1 2` trains the teacher once and every student stage once per seed (SEED; folders
+`seed<k>/<method>`), and prints each method's mean +- sample std of AP/AP50/AP75 over the seeds and its paired
+difference to the plain student (`student` must be among the methods) with a 95% t-interval over the seeds
+(`unikd_det.core.stats`): a method is ranked against the student only where that interval excludes zero.
+The per-seed numbers go to results.json. `make bench-det` runs the README's comparison this way.
+
 Classification (classification/configs/bench/fashion_mnist_demo.yaml, run by the bench grid runner):
 a resnet56 teacher on 12k Fashion-MNIST images for 2 epochs, then resnet20 students on a 3000-image
 subset for 5 epochs without KD, with KD and with UniKD; top-1 on the 10k test images.
@@ -27,6 +34,7 @@ and a finished stage is only evaluated again. `--fresh` deletes the output folde
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -44,6 +52,7 @@ from tabulate import tabulate  # noqa: E402
 from classification.bench import run_grid  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
+from unikd_det.core.stats import PairedDifference, mean_std, paired_difference  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
@@ -58,15 +67,22 @@ STUDENT_STAGES = {
     "unikd": ("Student R18-FPN + UniKD", "configs/Demo/UniKD-R18.yaml"),
 }
 DEFAULT_DET_METHODS = ("student", "unikd")
+TITLE = "COCO box AP on the Fashion-MNIST mosaic validation set (200 images, 128x128)"
+BASELINE = "student"  # the method every other one is compared with over seeds
+CONFIDENCE = 0.95
 METRICS = ("AP", "AP50", "AP75")
 CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_mnist_demo.yaml"
 
 
-def stage_config(config_file: str, output_dir: Path, teacher_config: str, teacher_weights: Path) -> CfgNode:
+def stage_config(config_file: str, output_dir: Path, teacher_config: str, teacher_weights: Path,
+                 seed: int | None = None) -> CfgNode:
+    """The stage's config, writing to `output_dir`, distilling from the demo's teacher; SEED = `seed` if given."""
     cfg = get_cfg()
     add_distill_config(cfg)
     merge_config_file(cfg, str(REPO / config_file))
     cfg.OUTPUT_DIR = str(output_dir)
+    if seed is not None:
+        cfg.SEED = seed
     if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
         cfg.DISTILL.TEACHER.CONFIG = teacher_config
         cfg.DISTILL.TEACHER.WEIGHTS = str(teacher_weights)
@@ -78,7 +94,9 @@ def train_and_evaluate(cfg: CfgNode) -> dict[str, float]:
     """Train (resuming from the stage's last checkpoint, if any) and evaluate with COCOEvaluator.
 
     Seeding with cfg.SEED first gives both students the same initial weights and data order, so the
-    table compares the methods rather than two random initialisations."""
+    table compares the methods rather than two random initialisations. On a resume the checkpoint's RNG states
+    and data position take over (`DistillTrainer.load_state_dict`), so an interrupted stage ends with the weights
+    of an uninterrupted one."""
     seed_all_rng(cfg.SEED)
     trainer = DistillTrainer(cfg)
     trainer.resume_or_load(resume=True)
@@ -88,25 +106,105 @@ def train_and_evaluate(cfg: CfgNode) -> dict[str, float]:
     return DistillTrainer.test(cfg, trainer.model)["bbox"]
 
 
+def student_folder(output: Path, method: str, seed: int | None) -> Path:
+    """Where a student stage trains: `<method>` for the configs' own SEED, `seed<k>/<method>` with --seeds."""
+    return output / method if seed is None else output / f"seed{seed}" / method
+
+
+def summarize_seeds(results: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
+    """Per method: mean and sample std of each metric over the seeds, and (other than the BASELINE) the paired
+    difference to the BASELINE over the same seeds with its CONFIDENCE t-interval. `results[method][i]` is
+    the method's result with the i-th seed."""
+    summary = {}
+    for method, runs in results.items():
+        entry = {"mean_std": {m: mean_std([run[m] for run in runs]) for m in METRICS}}
+        if method != BASELINE:
+            entry["difference"] = {
+                m: paired_difference([run[m] for run in runs], [run[m] for run in results[BASELINE]], CONFIDENCE)
+                for m in METRICS
+            }
+        summary[method] = entry
+    return summary
+
+
+def seeds_report(teacher_row: list, summary: dict[str, dict], iterations: dict[str, int], seeds: list[int]) -> str:
+    """The over-seeds table (mean +- std, paired differences to the plain student) and how to read it."""
+    level = f"{CONFIDENCE:.0%}"
+    headers = ["Model", "Iterations", *METRICS, *[f"{m} - student [{level} CI]" for m in METRICS]]
+    rows = [[*teacher_row[:2], *(f"{value:.2f}" for value in teacher_row[2:]), "", "", ""]]
+
+    def marked(diff: PairedDifference) -> str:
+        return f"{diff}{' *' if diff.separated else ''}"
+
+    ranked = []
+    for method, entry in summary.items():
+        cells = [f"{mean:.2f} +- {std:.2f}" for mean, std in entry["mean_std"].values()]
+        differences = entry.get("difference")
+        rows.append([STUDENT_STAGES[method][0], iterations[method], *cells,
+                     *([marked(d) for d in differences.values()] if differences else ["", "", ""])])
+        if differences and differences["AP"].separated:
+            verdict = "above" if differences["AP"].mean > 0 else "below"
+            ranked.append(f"{method} is {verdict} the plain student in AP ({differences['AP']})")
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    return "\n".join([
+        f"{TITLE}, {len(seeds)} seeds ({', '.join(map(str, seeds))}):",
+        table,
+        f"Mean +- sample std over the seeds (the teacher is trained once). '- student': the mean paired "
+        f"difference to the plain student with the same seed (same initial weights and data order), with its "
+        f"{level} t-interval over the seeds. Methods are ranked only where that interval excludes zero (*).",
+        ("Ranked: " + "; ".join(ranked) + ".") if ranked
+        else f"No method's AP differs from the plain student's at {level} confidence: this table ranks none.",
+    ])
+
+
+def one_seed_report(rows: list[list]) -> str:
+    """The single-seed table, with the reason it ranks nothing."""
+    table = tabulate(rows, headers=["Model", "Iterations", *METRICS], tablefmt="github")
+    return (
+        f"{TITLE}, one seed:\n" + table
+        + "\nOne seed does not rank methods: between seeds the AP moves as much as the methods differ. "
+        "`make bench-det` (tools/demo.py --seeds 0 1 2) compares them with paired 95% intervals over seeds."
+    )
+
+
 def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger) -> str:
-    """Train and evaluate the three detection stages; returns the AP table (also saved to results.md)."""
+    """Train and evaluate the teacher once and every student stage once per seed; returns the report (the
+    table also goes to results.md, the per-seed numbers to results.json)."""
     logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
     register_fashion_mosaic(args.data_dir)
     teacher_weights = output / "teacher" / "model_final.pth"
-    stages = [(None, "teacher", args.teacher_config)]
-    stages += [(STUDENT_STAGES[m][0], m, STUDENT_STAGES[m][1]) for m in args.det_methods]
-    rows, start = [], time.perf_counter()
-    for index, (title, name, config_file) in enumerate(stages, 1):
-        cfg = stage_config(config_file, output / name, args.teacher_config, teacher_weights)
+    seeds = args.seeds or [None]
+    stages = [(None, "teacher", args.teacher_config, output / "teacher", None)]
+    stages += [(STUDENT_STAGES[m][0], m, STUDENT_STAGES[m][1], student_folder(output, m, seed), seed)
+               for seed in seeds for m in args.det_methods]
+    results: dict[str, list[dict[str, float]]] = {}
+    iterations: dict[str, int] = {}
+    start = time.perf_counter()
+    for index, (title, name, config_file, folder, seed) in enumerate(stages, 1):
+        cfg = stage_config(config_file, folder, args.teacher_config, teacher_weights, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(cfg.dump())  # what the stage ran with (tools/analyze_det.py reads it)
         title = title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN"
-        logger.info("[%d/%d] %s: %d iterations (%s)", index, len(stages), title, cfg.SOLVER.MAX_ITER, config_file)
-        results = train_and_evaluate(cfg)
-        rows.append([title, cfg.SOLVER.MAX_ITER] + [round(results[m], 2) for m in METRICS])
-        logger.info("[%d/%d] %s done: AP %.2f (%.0f s elapsed)", index, len(stages), title, results["AP"],
+        logger.info("[%d/%d] %s, seed %d: %d iterations (%s)", index, len(stages), title, cfg.SEED,
+                    cfg.SOLVER.MAX_ITER, config_file)
+        result = train_and_evaluate(cfg)
+        results.setdefault(name, []).append({m: result[m] for m in METRICS})
+        iterations[name] = cfg.SOLVER.MAX_ITER
+        if name == "teacher":
+            teacher_row = [title, cfg.SOLVER.MAX_ITER] + [round(result[m], 2) for m in METRICS]
+        logger.info("[%d/%d] %s done: AP %.2f (%.0f s elapsed)", index, len(stages), title, result["AP"],
                     time.perf_counter() - start)
-    table = tabulate(rows, headers=["Model", "Iterations", *METRICS], tablefmt="github")
-    (output / "results.md").write_text(table + "\n")
-    return "COCO box AP on the Fashion-MNIST mosaic validation set (200 images, 128x128):\n" + table
+    students = {m: results[m] for m in args.det_methods}
+    (output / "results.json").write_text(json.dumps({"seeds": seeds, "teacher": results["teacher"][0],
+                                                     "students": students}, indent=2))
+    if len(seeds) == 1:
+        rows = [teacher_row] + [[STUDENT_STAGES[m][0], iterations[m]] + [round(runs[0][k], 2) for k in METRICS]
+                                for m, runs in students.items()]
+        report = one_seed_report(rows)
+    else:
+        report = seeds_report(teacher_row, summarize_seeds(students), iterations, seeds)
+    (output / "results.md").write_text(report + "\n")
+    return report
 
 
 def run_classification(output: Path) -> str:
@@ -129,7 +227,15 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--part", choices=("all", "detection", "classification"), default="all")
     parser.add_argument("--det-methods", nargs="+", choices=sorted(STUDENT_STAGES), default=list(DEFAULT_DET_METHODS),
                         help="detection student stages after the teacher (default: %(default)s)")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="train every student stage once per seed (SEED; the teacher once) and compare the methods "
+                             f"with the plain student over the seeds ('{BASELINE}' must be among --det-methods); "
+                             "default: one run with the configs' SEED")
     args = parser.parse_args(argv)
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    if args.seeds is not None and len(args.seeds) > 1 and BASELINE not in args.det_methods:
+        parser.error(f"--seeds compares every method with '{BASELINE}': add it to --det-methods")
 
     setup_logger(name="detectron2")
     logger = setup_logger(name="unikd_demo", abbrev_name="demo")

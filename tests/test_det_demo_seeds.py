@@ -1,0 +1,124 @@
+"""tools/demo.py --seeds: the teacher trains once and every student stage once per seed, in its own folder, and
+the printed aggregate (mean +- std over seeds, paired differences to the plain student with 95% t-intervals)
+equals a hand computation. Training is faked: these tests check the seed logic and the arithmetic."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+T_975_DF2 = 4.302652729749464  # Student's t, 97.5% quantile, 2 degrees of freedom (3 seeds)
+# AP per (method, seed); AP50 = 2 AP and AP75 = AP / 2, so every metric is checked with its own numbers.
+FAKE_AP = {
+    "student": {0: 10.0, 1: 12.0, 2: 11.0},
+    "kd": {0: 12.0, 1: 14.5, 2: 12.5},  # - student: 2, 2.5, 1.5
+    "unikd": {0: 11.0, 1: 11.0, 2: 13.0},  # - student: 1, -1, 2
+}
+TEACHER_AP = 30.0
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo_tool", REPO_ROOT / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_demo(monkeypatch):
+    """tools/demo.py with the data preparation skipped and training replaced by FAKE_AP; returns (module, calls),
+    calls being the stages' configs in the order they were trained."""
+    demo = load_demo()
+    calls = []
+
+    def fake_train_and_evaluate(cfg):
+        calls.append(cfg)
+        folder = Path(cfg.OUTPUT_DIR)
+        ap = TEACHER_AP if folder.name == "teacher" else FAKE_AP[folder.name][cfg.SEED]
+        return {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2, "APs": math.nan}
+
+    monkeypatch.setattr(demo, "register_fashion_mosaic", lambda root: None)
+    monkeypatch.setattr(demo, "train_and_evaluate", fake_train_and_evaluate)
+    return demo, calls
+
+
+def run(demo, tmp_path, *extra):
+    return demo.main(["--part", "detection", "--output-dir", str(tmp_path), "--det-methods", *FAKE_AP, *extra])[0]
+
+
+def test_every_student_stage_trains_once_per_seed_and_the_teacher_once(fake_demo, tmp_path):
+    demo, calls = fake_demo
+    run(demo, tmp_path, "--seeds", "0", "1", "2")
+    teacher, *students = calls
+    assert Path(teacher.OUTPUT_DIR) == tmp_path / "teacher"
+    assert [(Path(c.OUTPUT_DIR), c.SEED) for c in students] == [
+        (tmp_path / f"seed{seed}" / method, seed) for seed in (0, 1, 2) for method in FAKE_AP
+    ]
+    for cfg in students:
+        if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+            assert cfg.DISTILL.TEACHER.WEIGHTS == str(tmp_path / "teacher" / "model_final.pth")
+    written = (tmp_path / "seed2" / "kd" / "config.yaml").read_text()  # what tools/analyze_det.py reads
+    assert "SEED: 2" in written and str(tmp_path / "teacher" / "model_final.pth") in written
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == [0, 1, 2] and saved["teacher"]["AP"] == TEACHER_AP
+    assert [run["AP"] for run in saved["students"]["kd"]] == [12.0, 14.5, 12.5]
+
+
+def test_the_aggregate_equals_a_hand_computation(fake_demo, tmp_path):
+    demo, _ = fake_demo
+    students = {m: [{"AP": ap, "AP50": 2 * ap, "AP75": ap / 2} for ap in by_seed.values()]
+                for m, by_seed in FAKE_AP.items()}
+    summary = demo.summarize_seeds(students)
+
+    # kd: AP 12, 14.5, 12.5 -> mean 13, sample std sqrt((1 + 2.25 + 0.25) / 2); paired with the student's
+    # 10, 12, 11: differences 2, 2.5, 1.5 -> mean 2, std 0.5, half width t * 0.5 / sqrt(3).
+    mean, std = summary["kd"]["mean_std"]["AP"]
+    assert mean == pytest.approx(13.0) and std == pytest.approx(math.sqrt(1.75))
+    diff = summary["kd"]["difference"]["AP"]
+    half = T_975_DF2 * 0.5 / math.sqrt(3)
+    assert (diff.mean, diff.low, diff.high, diff.n) == pytest.approx((2.0, 2.0 - half, 2.0 + half, 3))
+    assert diff.separated  # [0.76, 3.24] excludes zero
+    diff50 = summary["kd"]["difference"]["AP50"]  # every difference doubles
+    assert (diff50.low, diff50.high) == pytest.approx((4.0 - 2 * half, 4.0 + 2 * half))
+    # unikd: differences 1, -1, 2 -> mean 2/3, std sqrt(7/3); the interval holds zero.
+    diff = summary["unikd"]["difference"]["AP"]
+    half = T_975_DF2 * math.sqrt(7 / 3) / math.sqrt(3)
+    assert (diff.mean, diff.low, diff.high) == pytest.approx((2 / 3, 2 / 3 - half, 2 / 3 + half))
+    assert not diff.separated
+    assert summary["student"]["mean_std"]["AP75"] == pytest.approx((5.5, 0.5))
+    assert "difference" not in summary["student"]
+
+    report = run(demo, tmp_path, "--seeds", "0", "1", "2")
+    assert "3 seeds (0, 1, 2)" in report
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in report.splitlines()
+            if line.startswith("| ")}
+    assert rows["Student R18-FPN + ROI-KD"][:4] == ["90", "13.00 +- 1.32", "26.00 +- 2.65", "6.50 +- 0.66"]
+    assert rows["Student R18-FPN + ROI-KD"][4] == "+2.00 [+0.76, +3.24] *"
+    assert rows["Student R18-FPN + UniKD"][4] == "+0.67 [-3.13, +4.46]"
+    assert rows["Student R18-FPN (no KD)"][4:] == ["", "", ""]
+    assert rows["Teacher R18-FPN"][1:4] == ["30.00", "60.00", "15.00"]
+    assert "ranked only where that interval excludes zero" in report
+    assert "Ranked: kd is above the plain student in AP (+2.00 [+0.76, +3.24])." in report
+    assert (tmp_path / "results.md").read_text() == report + "\n"
+
+
+def test_one_seed_says_it_ranks_nothing(fake_demo, tmp_path):
+    demo, calls = fake_demo
+    report = run(demo, tmp_path)
+    assert [Path(c.OUTPUT_DIR) for c in calls[1:]] == [tmp_path / m for m in FAKE_AP]  # the configs' SEED
+    assert {c.SEED for c in calls} == {calls[0].SEED}
+    assert "One seed does not rank methods" in report and "make bench-det" in report
+    assert "+-" not in report
+
+
+def test_seeds_need_the_plain_student_and_distinct_values(fake_demo, tmp_path):
+    demo, calls = fake_demo
+    with pytest.raises(SystemExit):
+        demo.main(["--part", "detection", "--output-dir", str(tmp_path), "--det-methods", "kd", "--seeds", "0", "1"])
+    with pytest.raises(SystemExit):
+        run(demo, tmp_path, "--seeds", "0", "0")
+    assert calls == []
