@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode as CN
 
-from unikd_det.core.checks import COMMON_VALUE_RULES, ValueRule, _leaves, check_config_values
+from unikd_det.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
 
 from .distillers import registered_distillers
 
@@ -179,19 +179,6 @@ def read_yaml(path: Path, what: str) -> dict:
     if not isinstance(content, dict):
         raise ValueError(f"{path} holds a YAML {type(content).__name__}, not a mapping; expected {what}")
     return content
-
-
-def _config_values(cfg: CN | str) -> dict[str, Any]:
-    """Every leaf of a config (or of its YAML dump, e.g. the text a checkpoint stores) as {dotted key: value}."""
-    text = cfg if isinstance(cfg, str) else cfg.dump()
-    return dict(_leaves(yaml.safe_load(text) or {}))
-
-
-def config_differences(old: CN | str, new: CN | str, ignore: frozenset[str] = frozenset()) -> dict[str, tuple]:
-    """{key: (old value, new value)} for every key whose value differs (None where a side lacks the key)."""
-    a, b = _config_values(old), _config_values(new)
-    return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
-            if key not in ignore and a.get(key) != b.get(key)}
 
 
 def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:

@@ -33,9 +33,10 @@ def test_torch_file_round_trip_of_weights_and_plain_state(tmp_path):
 def test_hostile_torch_file_is_refused_without_running_its_code(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"model": {}, "payload": _Planted(str(marker))}, tmp_path / "evil.pth")
-    with pytest.raises(ValueError, match=r"refused to load .*evil\.pth"):
+    with pytest.raises(ValueError, match=r"refused to load .*evil\.pth.*GLOBAL .*open") as info:
         load_torch_file(tmp_path / "evil.pth")
     assert not marker.exists()
+    assert "weights_only" not in str(info.value)  # never advise the unsafe load
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "truncate"])

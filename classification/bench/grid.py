@@ -27,7 +27,9 @@ from typing import Any
 
 from yacs.config import CfgNode
 
-from ..config import RUN_ENVIRONMENT_KEYS, config_differences, load_cfg, read_yaml
+from unikd_det.core.checks import config_differences
+
+from ..config import RUN_ENVIRONMENT_KEYS, load_cfg, read_yaml
 from ..distillers import get_distiller_class
 from ..engine.trainer import CONFIG, LAST, SUMMARY, Trainer
 from .report import write_reports

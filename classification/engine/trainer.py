@@ -24,9 +24,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from unikd_det.core.checks import config_differences
 from unikd_det.core.run_dir import claim_output_dir
 
-from ..config import RESUME_MAY_CHANGE, config_differences
+from ..config import RESUME_MAY_CHANGE
 from ..data import DataBundle, build_data
 from ..distillers import Distiller, get_distiller_class
 from ..models import build_model

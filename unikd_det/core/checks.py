@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
+
+import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +62,12 @@ def _numbers(value: Any) -> list[float] | None:
     return numbers if numbers and len(numbers) == len(items) else None
 
 
-def _leaves(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def config_leaves(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every leaf of a nested config mapping (a yacs or Detectron2 CfgNode, a dict)."""
     for key, value in node.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            yield from _leaves(value, f"{name}.")
+            yield from config_leaves(value, f"{name}.")
         else:
             yield name, value
 
@@ -76,7 +79,7 @@ def check_config_values(node: Mapping[str, Any], rules: Sequence[ValueRule]) -> 
     them in one go. Returns the warnings (values equal to a rule's `warn_at`), also logged.
     """
     errors, warnings = [], []
-    for key, value in _leaves(node):
+    for key, value in config_leaves(node):
         numbers = _numbers(value)
         rule = next((r for r in rules if fnmatchcase(key, r.pattern)), None)
         if numbers is None or rule is None:
@@ -90,3 +93,14 @@ def check_config_values(node: Mapping[str, Any], rules: Sequence[ValueRule]) -> 
     for message in warnings:
         logger.warning(message)
     return warnings
+
+
+def config_differences(old: Any, new: Any, ignore: Collection[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} for every leaf whose value differs (None where a side lacks the key).
+
+    Each side is a config node (anything with `dump()`, yacs or Detectron2) or its YAML text, as a run folder's
+    `config.yaml` or a checkpoint stores it; both are compared as YAML values, so tuples equal lists.
+    """
+    a, b = (dict(config_leaves(yaml.safe_load(c if isinstance(c, str) else c.dump()) or {})) for c in (old, new))
+    return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
+            if key not in ignore and a.get(key) != b.get(key)}

@@ -45,16 +45,23 @@ def load_torch_file(path: str | Path, what: str = "a PyTorch checkpoint") -> Any
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"refused to load {path}: it holds objects other than tensors, numbers, strings and plain "
-            f"containers ({reason}); expected {what}"
+            f"containers ({_refusal_reason(err)}); expected {what}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise ValueError(
             f"{path} is not a readable PyTorch file (truncated or of another format: "
             f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}); expected {what}"
         ) from None
+
+
+def _refusal_reason(err: pickle.UnpicklingError) -> str:
+    """The line of PyTorch's weights-only refusal that names what was refused (its advice to load the file
+    with weights_only=False, which would run the code, is left out)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    specific = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (specific or lines or [type(err).__name__])[0]
 
 
 class _WeightsUnpickler(pickle.Unpickler):
