@@ -186,3 +186,117 @@ def test_reviewkd_hcl_skips_pools_by_height_as_official(height, width):
     feats_s = [torch.randn(2, 4, h, w, generator=gen) for h, w in sizes]
     feats_t = [torch.randn(2, 4, h, w, generator=gen) for h, w in sizes]
     assert hcl_loss(feats_s, feats_t).item() == pytest.approx(_official_hcl(feats_s, feats_t), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# UniKD authors_code: FabienCode/mdistiller at c22a722, detection/model/rcnn.py ("UniKD" branch, featPro)
+# ---------------------------------------------------------------------------------------------------------
+AUTHORS = ["DISTILL.UNIKD.ENABLED", True, "DISTILL.UNIKD.MODE", "authors_code"]
+
+
+def _softmax_kl(a: torch.Tensor, b: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """The authors' kd_loss: KL(softmax(b / tau) || softmax(a / tau)) summed over columns, mean over rows, x tau^2."""
+    log_p_a = torch.log_softmax(a / tau, dim=1)
+    p_b = torch.softmax(b / tau, dim=1)
+    return (p_b * (torch.log(p_b) - log_p_a)).sum(dim=1).mean() * tau**2
+
+
+def _official_dkd(logits_s, logits_t, gt, alpha, beta, tau):
+    """mdistiller's dkd_loss: binary target/non-target KL plus the non-target KL with the target logit pushed
+    down by 1000, both summed and divided by the batch size, x tau^2."""
+    gt_mask = torch.zeros_like(logits_s).scatter_(1, gt[:, None], 1.0)
+    p_s, p_t = torch.softmax(logits_s / tau, dim=1), torch.softmax(logits_t / tau, dim=1)
+    b_s = torch.stack([(p_s * gt_mask).sum(1), (p_s * (1 - gt_mask)).sum(1)], dim=1)
+    b_t = torch.stack([(p_t * gt_mask).sum(1), (p_t * (1 - gt_mask)).sum(1)], dim=1)
+    tckd = (b_t * (b_t.log() - b_s.log())).sum() / gt.numel()
+    q_t = torch.softmax(logits_t / tau - 1000.0 * gt_mask, dim=1)
+    log_q_s = torch.log_softmax(logits_s / tau - 1000.0 * gt_mask, dim=1)
+    nckd = (q_t * (torch.log(q_t.clamp(min=1e-30)) - log_q_s) * (q_t > 0)).sum() / gt.numel()
+    return (alpha * tckd + beta * nckd) * tau**2
+
+
+def _official_feat2pro(box_features, heads, reg: bool):
+    """featPro.forward: 7x7 average pool, linear mu / log-variance per head (unbounded), one sample each."""
+    pooled = torch.nn.functional.avg_pool2d(box_features, box_features.shape[-2:]).flatten(1)
+    samples = []
+    for head in (heads[0], heads[1]) if reg else (heads[0],):
+        mu = torch.nn.functional.linear(pooled, head.mu_head.weight, head.mu_head.bias)
+        log_var = torch.nn.functional.linear(pooled, head.logvar_head.weight, head.logvar_head.bias)
+        std = torch.exp(log_var / 2)
+        samples.append(torch.randn_like(std) * std + mu)
+    return samples
+
+
+@pytest.mark.parametrize("reg_head", [True, False])
+def test_unikd_authors_code_matches_the_authors_detection_losses(
+    make_cfg, build, batched_inputs, train_forward, capture_ctx, reg_head
+):
+    official = ["DISTILL.UNIKD.AUTHORS_CODE.LOGVAR_BOUND", 0.0, "DISTILL.UNIKD.AUTHORS_CODE.REG_HEAD", reg_head]
+    model = build(make_cfg(opts=AUTHORS + official))
+    seen = capture_ctx(model)
+    train_forward(model, batched_inputs)
+    ctx, term = seen[-1], model.distill_terms["unikd"]
+    # The inputs are each network's own box pooler, head and predictor on the same sampled boxes.
+    student_heads, teacher_heads = model.student.roi_heads, model.teacher.model.roi_heads
+    with torch.no_grad():
+        pooled_s = student_heads.box_pooler([ctx.student_features[f] for f in ("p2", "p3", "p4", "p5")], ctx.boxes)
+        scores_s, deltas_s = student_heads.box_predictor(student_heads.box_head(pooled_s))
+        pooled_t = teacher_heads.box_pooler([ctx.teacher_features[f] for f in ("p2", "p3", "p4", "p5")], ctx.boxes)
+        scores_t, deltas_t = teacher_heads.box_predictor(teacher_heads.box_head(pooled_t))
+    for got, want in ((ctx.student_roi.box_features, pooled_s), (ctx.student_roi.deltas, deltas_s),
+                      (ctx.student_logits, scores_s), (ctx.teacher_roi.box_features, pooled_t),
+                      (ctx.teacher_roi.deltas, deltas_t), (ctx.teacher_logits, scores_t)):
+        torch.testing.assert_close(got.detach(), want)
+    assert pooled_s.shape[-2:] == (7, 7) and deltas_t.shape[1] == 40  # 4 x NUM_CLASSES
+
+    torch.manual_seed(11)
+    losses = term(ctx)
+    torch.manual_seed(11)
+    loss = term.loss
+    with torch.no_grad():
+        s = _official_feat2pro(pooled_s, (loss.cls_s, loss.reg_s), reg_head)
+        t = _official_feat2pro(pooled_t, (loss.cls_t, loss.reg_t), reg_head)
+        feat = _softmax_kl(s[0], t[0])
+        supp = 0.1 * _softmax_kl(s[0], scores_s) + 0.1 * _softmax_kl(t[0], scores_t)
+        if reg_head:
+            feat = feat + _softmax_kl(s[1], t[1])
+            supp = supp + 0.1 * _softmax_kl(s[1], deltas_t) + 0.1 * _softmax_kl(t[1], deltas_t)
+        dkd = _official_dkd(scores_s, scores_t, ctx.gt_classes, 1.0, 0.25, 1.0)
+    assert set(losses) == {"loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
+    torch.testing.assert_close(losses["loss_unikd_feat"].detach(), feat)
+    torch.testing.assert_close(losses["loss_unikd_supp"].detach(), supp)
+    torch.testing.assert_close(losses["loss_unikd_logit"].detach(), dkd)
+    assert (loss.reg_s is not None) == reg_head and not hasattr(loss, "aff_s")
+    assert loss.cls_s.logvar_bound is None  # unbounded, as featPro
+
+
+@pytest.mark.parametrize("reg_target", ["teacher", "student"])
+def test_unikd_authors_code_gradients_follow_the_authors_code(
+    make_cfg, build, batched_inputs, train_forward, reg_target
+):
+    """No detach on the student's logits (its supplementary KL also trains the student's class scores) or
+    on the teacher-side sample (the feature KL trains both FDPs); the student's box deltas receive a
+    gradient only when they are the regression target."""
+    model = build(make_cfg(opts=AUTHORS + ["DISTILL.UNIKD.AUTHORS_CODE.REG_TARGET", reg_target]))
+    losses = train_forward(model, batched_inputs)
+    losses["loss_unikd_supp"].backward(retain_graph=True)
+    predictor = model.student.roi_heads.box_predictor
+    assert predictor.cls_score.weight.grad.abs().sum() > 0
+    bbox_grad = predictor.bbox_pred.weight.grad
+    assert (bbox_grad is not None and bbox_grad.abs().sum() > 0) == (reg_target == "student")
+    model.zero_grad()
+    losses["loss_unikd_feat"].backward()
+    loss = model.distill_terms["unikd"].loss
+    for fdp in (loss.cls_s, loss.cls_t, loss.reg_s, loss.reg_t):
+        assert fdp.mu_head.weight.grad.abs().sum() > 0
+
+
+def test_unikd_authors_code_switches_and_paper_mode_kept(make_cfg, build):
+    # The one default that is not the authors' (unbounded): a smooth bound 10 against overflow.
+    assert build(make_cfg(opts=AUTHORS)).distill_terms["unikd"].loss.reg_t.logvar_bound == 10.0
+    with pytest.raises(ValueError, match="REG_TARGET"):
+        build(make_cfg(opts=AUTHORS + ["DISTILL.UNIKD.AUTHORS_CODE.REG_TARGET", "both"]))
+    with pytest.raises(ValueError, match="AUTHORS_CODE.LOGVAR_BOUND"):
+        build(make_cfg(opts=AUTHORS + ["DISTILL.UNIKD.AUTHORS_CODE.LOGVAR_BOUND", -1.0]))
+    paper = build(make_cfg(unikd=True)).distill_terms["unikd"].loss
+    assert paper.aff_t is not None and paper.shared_fdp and paper.fdp.logvar_bound == 2.0

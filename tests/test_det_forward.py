@@ -40,8 +40,8 @@ def test_train_step_returns_all_losses_finite_and_backward(make_cfg, build, batc
     unikd = model.distill_terms["unikd"].loss
     if mode == "paper":
         assert unikd.aff_t is not None and hasattr(unikd, "fdp")
-    else:
-        assert unikd.aff_t is None and hasattr(unikd, "fdp_s") and hasattr(unikd, "fdp_t")
+    else:  # the authors' detection code: no AFF, a class and a box-regression FDP per network
+        assert not hasattr(unikd, "aff_s") and unikd.reg_s is not None and unikd.reg_t is not None
 
 
 def test_distill_losses_reach_the_student(make_cfg, build, batched_inputs, train_forward):

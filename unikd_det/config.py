@@ -112,9 +112,26 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.UNIKD.K_REDUCTION = "mean"
     # ROIAlign output size on the fused map before the FDP's global average pool.
     _C.DISTILL.UNIKD.POOLER_RESOLUTION = 4
-    # authors_code mode only: softmax-KL temperature between the two samples, supplementary weight.
+    # authors_code mode: the authors' detection code (FabienCode/mdistiller at c22a722, detection/model/rcnn.py,
+    # the "UniKD" branch, and detection/configs/UniKD/*.yaml), see unikd_det/terms/unikd.py. It reads ALPHA
+    # (its feature KL, 1), BETA (its DKD, 1), TEMPERATURE, DKD_ALPHA and DKD_BETA (its DKD: T 1, 1, 0.25),
+    # SAMPLE_TEMPERATURE and SUPP_WEIGHT below and the AUTHORS_CODE node; the other UNIKD keys (AFF, fit,
+    # pooler, bounds, reductions) are paper mode's.
+    # Softmax-KL temperature between the samples and from the samples to the logits (the authors' DKD.T, 1).
     _C.DISTILL.UNIKD.SAMPLE_TEMPERATURE = 1.0
-    _C.DISTILL.UNIKD.SUPP_WEIGHT = 0.1
+    _C.DISTILL.UNIKD.SUPP_WEIGHT = 0.1  # the authors' 0.1 on each network's supplementary pair
+    _C.DISTILL.UNIKD.AUTHORS_CODE = CN()
+    # The FDP's box-regression head (one output per box-delta column) and its KD terms, as the authors' featPro.
+    _C.DISTILL.UNIKD.AUTHORS_CODE.REG_HEAD = True
+    # Deltas the student's regression sample is tied to in the supplementary term: "teacher" (the authors'
+    # code: kd_loss(s_reg, tea_predictions[1])) or "student" (its own deltas, like its class sample).
+    _C.DISTILL.UNIKD.AUTHORS_CODE.REG_TARGET = "teacher"
+    # s > 0 bounds the FDPs' log-variances smoothly as s * tanh(x / s); 0 leaves them unbounded, as the authors'
+    # featPro. Necessary deviation (DESIGN section 3 requires the bound): unbounded, the tiny GN student of
+    # tests/test_det_stability.py (SGD LR 0.02, no warm-up) hit NaN at iteration 1, a teacher log-variance
+    # near 1e4 overflowing exp(); s = 10 changes |x| <= 2 by < 2%, trained 120 iterations finite (s = 30 did
+    # not help: supplementary loss ~1e5).
+    _C.DISTILL.UNIKD.AUTHORS_CODE.LOGVAR_BOUND = 10.0
     _C.DISTILL.UNIKD.AFF = CN()
     _C.DISTILL.UNIKD.AFF.ENABLED = True
     _C.DISTILL.UNIKD.AFF.CHANNELS = 32
@@ -151,6 +168,7 @@ DETECTION_VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("TEST.EVAL_PERIOD", 0.0),
     ValueRule("DISTILL.UNIKD.POOLER_RESOLUTION", 1.0),
     ValueRule("DISTILL.UNIKD.LOGVAR_BOUND", 0.0, strict=True),
+    ValueRule("DISTILL.UNIKD.AUTHORS_CODE.LOGVAR_BOUND", 0.0),
     ValueRule("DISTILL.REVIEWKD.POOL_SIZES", 1.0),
     ValueRule("DISTILL.FGFI.INIT_STD", 0.0),
     ValueRule("DISTILL.*START_ITER", 0.0),

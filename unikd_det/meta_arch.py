@@ -139,15 +139,18 @@ class DistillRCNN(nn.Module):
 
         teacher_images = teacher.preprocess(batched_inputs, student.input_format, like=images)
         teacher_features = teacher.features(teacher_images)
+        teacher_roi = teacher.roi_outputs(teacher_features, roi.boxes)
         ctx = DistillContext(
             student_features=features,
             teacher_features=teacher_features,
             boxes=roi.boxes,
             student_logits=roi.scores,
-            teacher_logits=teacher.roi_logits(teacher_features, roi.boxes),
+            teacher_logits=teacher_roi.scores,
             gt_classes=torch.cat([p.gt_classes for p in sampled]),
             image_shape=tuple(images.tensor.shape[-2:]),
             gt_boxes=[x.gt_boxes for x in gt_instances],
+            student_roi=roi,
+            teacher_roi=teacher_roi,
         )
         factor = self.warmup_factor()
         iteration = get_event_storage().iter

@@ -21,6 +21,7 @@ from detectron2.structures import Boxes, ImageList
 
 from .checkpoint import SafeDetectionCheckpointer
 from .config import add_distill_config, merge_config_file
+from .roi_tap import ROIRecord
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +173,14 @@ class FrozenTeacher:
         return self.model.backbone(images.tensor)
 
     @torch.no_grad()
-    def roi_logits(self, features: dict[str, torch.Tensor], boxes: list[Boxes]) -> torch.Tensor:
-        """Class logits [R, K+1] of the teacher's box head on the given (student-sampled) boxes."""
+    def roi_outputs(self, features: dict[str, torch.Tensor], boxes: list[Boxes]) -> ROIRecord:
+        """The teacher's box pooler, head and predictor on the given (student-sampled) boxes: its pooled
+        box features, class logits [R, K+1] and box deltas, in the boxes' order."""
         heads = self.model.roi_heads
         pooled = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
-        scores, _ = heads.box_predictor(heads.box_head(pooled))
-        return scores
+        scores, deltas = heads.box_predictor(heads.box_head(pooled))
+        return ROIRecord(boxes=list(boxes), box_features=pooled, scores=scores, deltas=deltas)
+
+    def roi_logits(self, features: dict[str, torch.Tensor], boxes: list[Boxes]) -> torch.Tensor:
+        """Class logits [R, K+1] of the teacher's box head on the given (student-sampled) boxes."""
+        return self.roi_outputs(features, boxes).scores

@@ -13,7 +13,7 @@ outputs were computed with autograd on. The teacher-side AFF (aff_t) and the FDP
 
 authors_code mode reproduces the authors' public code (see UniKDOptions): a reparameterised sample per
 network, a softmax-KL between the samples, a supplementary softmax-KL tying each sample to its own network's
-logits, and DKD as the logit term.
+logits, and DKD as the logit term. Their detection code differs again and is `DetectionAuthorsUniKD`.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .aff import AdaptiveFeatureFusion
+from .checks import check_choice
 from .fdp import FeatureDistributionPredictor
 from .gaussian import gaussian_kl, gaussian_nll
 from .logit_kd import dkd_loss, kd_loss
@@ -171,3 +172,93 @@ class UniKDLoss(nn.Module):
         terms = self.distribution_terms(pool(fused_s), pool(fused_t), logits_s, logits_t)
         terms.update(self.logit_terms(logits_s, logits_t, target))
         return terms
+
+
+REG_TARGETS = ("teacher", "student")
+
+
+class DetectionAuthorsUniKD(nn.Module):
+    """UniKD as the authors' detection code computes it (FabienCode/mdistiller at c22a722,
+    detection/model/rcnn.py: the "UniKD" branch of `RCNNKD.forward` and `featPro`).
+
+    Inputs are per ROI, for the same boxes: each network's own box-pooler features [R, C, P, P] (no AFF,
+    no fusion), its class logits [R, K+1] and box deltas [R, D]. Each network has its own predictor: the
+    globally pooled box feature feeds a class FDP (K+1 outputs) and, with `reg_head`, a box-regression FDP
+    (D outputs); the log-variances are unbounded unless `logvar_bound` is set. One reparameterised sample
+    is drawn from each Gaussian, in the order student class, student box, teacher class, teacher box.
+    With KD(a, b) the softmax-KL at `sample_temperature` (gradient through both arguments, as the authors'
+    `kd_loss`), the returned terms are
+
+        loss_feat  = alpha * [KD(s_cls, t_cls) + KD(s_reg, t_reg)]
+        loss_supp  = supp_weight * [KD(s_cls, z_s) + KD(s_reg, d_target) + KD(t_cls, z_t) + KD(t_reg, d_t)]
+        loss_logit = beta * DKD(z_s, z_t; dkd_alpha, dkd_beta, temperature)
+
+    where z are the class logits, d the box deltas, and d_target the teacher's deltas d_t (`reg_target`
+    "teacher", the authors' code) or the student's own ("student"). The teacher's inputs are detached;
+    the student's logits are not, so the supplementary term also pulls them towards the student's sample.
+    """
+
+    def __init__(
+        self,
+        student_channels: int,
+        teacher_channels: int,
+        num_classes: int,
+        reg_dim: int,
+        options: UniKDOptions,
+        *,
+        reg_head: bool = True,
+        reg_target: str = "teacher",
+        logvar_bound: float | None = None,
+    ) -> None:
+        """`options` gives alpha, beta, supp_weight, sample_temperature and the DKD temperature, dkd_alpha and
+        dkd_beta; its other fields belong to UniKDLoss."""
+        super().__init__()
+        self.reg_target = check_choice("reg_target", reg_target, REG_TARGETS)
+        self.options = options
+        self.reg_dim = reg_dim
+
+        def fdp(channels: int, outputs: int) -> FeatureDistributionPredictor:
+            return FeatureDistributionPredictor(channels, outputs, logvar_bound=logvar_bound)
+
+        self.cls_s, self.cls_t = fdp(student_channels, num_classes), fdp(teacher_channels, num_classes)
+        self.reg_s = fdp(student_channels, reg_dim) if reg_head else None
+        self.reg_t = fdp(teacher_channels, reg_dim) if reg_head else None
+
+    @staticmethod
+    def _samples(
+        cls_fdp: FeatureDistributionPredictor, reg_fdp: FeatureDistributionPredictor | None, box_features: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """One network's class sample and box sample (None without the regression head), in that order."""
+        z_cls = _sample(*cls_fdp(box_features))
+        return z_cls, (_sample(*reg_fdp(box_features)) if reg_fdp is not None else None)
+
+    def forward(
+        self,
+        box_features_s: Tensor,
+        box_features_t: Tensor,
+        logits_s: Tensor,
+        logits_t: Tensor,
+        deltas_s: Tensor,
+        deltas_t: Tensor,
+        target: Tensor,
+    ) -> dict[str, Tensor]:
+        """{"loss_feat", "loss_supp", "loss_logit"}, each weighted (class docstring); `target` [R] are the
+        ROIs' sampling labels (DKD)."""
+        if self.reg_s is not None and deltas_t.shape[1] != self.reg_dim:
+            raise ValueError(
+                f"the teacher's box deltas have {deltas_t.shape[1]} columns, the regression FDP predicts "
+                f"{self.reg_dim}: student and teacher need the same class-agnostic box regression setting"
+            )
+        logits_t, deltas_t = logits_t.detach(), deltas_t.detach()
+        s_cls, s_reg = self._samples(self.cls_s, self.reg_s, box_features_s)
+        t_cls, t_reg = self._samples(self.cls_t, self.reg_t, box_features_t.detach())
+        opts = self.options
+        tau = opts.sample_temperature
+        feat = kd_loss(s_cls, t_cls, tau)
+        supp = kd_loss(s_cls, logits_s, tau) + kd_loss(t_cls, logits_t, tau)
+        if s_reg is not None:
+            reg_target = deltas_t if self.reg_target == "teacher" else deltas_s
+            feat = feat + kd_loss(s_reg, t_reg, tau)
+            supp = supp + kd_loss(s_reg, reg_target, tau) + kd_loss(t_reg, deltas_t, tau)
+        logit = dkd_loss(logits_s, logits_t, target, opts.dkd_alpha, opts.dkd_beta, opts.temperature)
+        return {"loss_feat": opts.alpha * feat, "loss_supp": opts.supp_weight * supp, "loss_logit": opts.beta * logit}

@@ -15,6 +15,8 @@ from detectron2.structures import Boxes
 from fvcore.common.registry import Registry
 from torch import nn
 
+from ..roi_tap import ROIRecord
+
 DISTILL_TERM_REGISTRY = Registry("DISTILL_TERM")
 DISTILL_TERM_REGISTRY.__doc__ = "Distillation loss terms; each is built from cfg.DISTILL.<CONFIG_NODE>."
 
@@ -25,7 +27,9 @@ class DistillContext:
 
     Logits are [R, K+1] over the R sampled proposals of the batch (background = index K);
     `gt_classes` [R] are their sampling labels; `boxes` hold those proposals per image and
-    `gt_boxes` each image's ground-truth boxes.
+    `gt_boxes` each image's ground-truth boxes. `student_roi` and `teacher_roi` are each network's whole
+    box-branch pass on those boxes (pooled box features, logits, box deltas), for terms that need more
+    than the logits.
     """
 
     student_features: dict[str, torch.Tensor]
@@ -36,6 +40,8 @@ class DistillContext:
     gt_classes: torch.Tensor
     image_shape: tuple[int, int]
     gt_boxes: list[Boxes]
+    student_roi: ROIRecord | None = None
+    teacher_roi: ROIRecord | None = None
 
 
 class DistillTerm(nn.Module):
