@@ -4,6 +4,7 @@ uninterrupted run bit for bit, evaluation is repeatable and leaves the RNGs alon
 distillation term's losses reach metrics.json under their own names."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -83,28 +84,25 @@ def test_a_resumed_run_equals_the_uninterrupted_run(trainer_cfg, tmp_path):
     assert_same_weights(resumed, uninterrupted)
 
 
-def test_the_resumed_sampler_skips_the_images_already_read(trainer_cfg, tmp_path):
-    """The data stream after a resume continues the uninterrupted one (Detectron2's stock resume restarts it)."""
+def test_the_resumed_sampler_skips_the_images_already_read(trainer_cfg):
+    """After a resume the data stream continues the uninterrupted one (Detectron2's stock resume restarts it)."""
     from detectron2.utils.env import seed_all_rng
 
     from unikd_det.trainer import DistillTrainer
 
     cfg = trainer_cfg(roi=True, unikd=False, opts=[*RUN_OPTS, "SOLVER.MAX_ITER", 2])
+    batch = cfg.SOLVER.IMS_PER_BATCH
     seed_all_rng(cfg.SEED)
     reference = DistillTrainer(cfg)
-    stream = iter(reference.data_loader.resumable_sampler)
-    expected = [next(stream) for _ in range(2 * cfg.SOLVER.IMS_PER_BATCH)][-cfg.SOLVER.IMS_PER_BATCH:]
+    stream = list(itertools.islice(reference.data_loader.resumable_sampler, 3 * batch))
     reference.resume_or_load(resume=False)
-    reference.train()  # checkpoints after iteration 1 (model_final)
+    reference.train()  # iterations 0 and 1 read stream[:2 * batch]; model_final holds iteration 1
 
     seed_all_rng(cfg.SEED)
     resumed = DistillTrainer(cfg)
     resumed.resume_or_load(resume=True)
-    # Iteration 1 read images 2 and 3 of the stream; after a resume at iteration 1 the stream starts there.
     assert resumed.start_iter == 2
-    assert resumed.data_loader.resumable_sampler.start == 2 * cfg.SOLVER.IMS_PER_BATCH
-    again = iter(reference.data_loader.resumable_sampler)
-    assert [next(again) for _ in range(2 * cfg.SOLVER.IMS_PER_BATCH)][-cfg.SOLVER.IMS_PER_BATCH:] == expected
+    assert list(itertools.islice(resumed.data_loader.resumable_sampler, batch)) == stream[2 * batch:]
 
 
 def test_evaluation_is_repeatable_and_leaves_the_rngs_alone(trainer_cfg, build):
