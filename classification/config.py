@@ -41,6 +41,8 @@ CLS_VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("TRAIN.SEED", 0.0),
     ValueRule("DATASET.SUBSET_SEED", 0.0),
     ValueRule("DATASET.TRAIN_SUBSET", 0.0),
+    ValueRule("DATASET.VAL_SIZE", 0.0),
+    ValueRule("DATASET.VAL_SEED", 0.0),
     ValueRule("DATASET.NUM_WORKERS", 0.0),
     ValueRule("DATASET.SYNTHETIC.*", 1.0),
     ValueRule("SLKD.NUM_SLT", 1.0),
@@ -73,6 +75,11 @@ def _base_defaults() -> CN:
     # Train on a class-balanced random subset of this many images (0: the whole training split).
     cfg.DATASET.TRAIN_SUBSET = 0
     cfg.DATASET.SUBSET_SEED = 0
+    # Hold out this many class-balanced training images as a validation split (fixed by VAL_SEED alone, disjoint
+    # from the training subset). When > 0, every evaluation also scores it and the run selects its epoch
+    # (best_student.pth, summary.json's selected_epoch) on validation top-1, never on the test split.
+    cfg.DATASET.VAL_SIZE = 0
+    cfg.DATASET.VAL_SEED = 0
     cfg.DATASET.NUM_WORKERS = 4  # ImageNet loader workers; the in-memory sets need none
     cfg.DATASET.SYNTHETIC = CN()
     cfg.DATASET.SYNTHETIC.NUM_CLASSES = 10

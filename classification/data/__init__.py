@@ -39,6 +39,7 @@ class DataBundle:
     num_classes: int
     family: str  # model family the images fit: "cifar" or "imagenet"
     train_labels: torch.Tensor  # label of every training image, in the order the loader's indices refer to
+    val: BatchLoader | None = None  # the held-out part of the training split (DATASET.VAL_SIZE > 0)
 
     @property
     def num_train(self) -> int:
@@ -55,46 +56,77 @@ def _arrays(cfg: CfgNode) -> ImageArrays:
     return make_synthetic(syn.NUM_CLASSES, syn.NUM_TRAIN, syn.NUM_TEST, syn.IMAGE_SIZE, cfg.DATASET.SUBSET_SEED)
 
 
-def check_train_subset(size: int, labels: torch.Tensor, num_classes: int, dataset: str) -> None:
-    """DATASET.TRAIN_SUBSET (0: all) must fit in the training split and give every class at least one image."""
-    if size > len(labels):
-        raise ValueError(f"DATASET.TRAIN_SUBSET = {size} is more than the {len(labels)} training images of {dataset}")
-    if 0 < size < num_classes:
-        raise ValueError(f"DATASET.TRAIN_SUBSET = {size} is fewer than the {num_classes} classes of {dataset}: a "
-                         "class-balanced subset needs at least one image per class")
+def check_split_sizes(cfg_dataset: CfgNode, labels: torch.Tensor, num_classes: int, dataset: str) -> None:
+    """DATASET.VAL_SIZE and TRAIN_SUBSET (0: none held out / all the rest) must fit in the training split
+    together, and each must give every class at least one image."""
+    val, subset = cfg_dataset.VAL_SIZE, cfg_dataset.TRAIN_SUBSET
+    if val >= len(labels):
+        raise ValueError(f"DATASET.VAL_SIZE = {val} leaves none of the {len(labels)} training images of {dataset}")
+    if val + subset > len(labels):
+        held_out = f" and DATASET.VAL_SIZE = {val} together exceed" if val else " is more than"
+        raise ValueError(f"DATASET.TRAIN_SUBSET = {subset}{held_out} the {len(labels)} training images of {dataset}")
+    for key, size in (("TRAIN_SUBSET", subset), ("VAL_SIZE", val)):
+        if 0 < size < num_classes:
+            raise ValueError(f"DATASET.{key} = {size} is fewer than the {num_classes} classes of {dataset}: a "
+                             "class-balanced split needs at least one image per class")
+
+
+def holdout_split(
+    labels: torch.Tensor, val_size: int, val_seed: int, train_subset: int, subset_seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices) into the training split.
+
+    `val_size` class-balanced images are held out first, fixed by `val_seed` alone, so a teacher and its
+    students (which may train on subsets of different sizes) hold out the same images; `train_subset` images
+    (0: all the others) are then drawn from the rest with `subset_seed`. Disjoint by construction; with
+    `val_size` 0 the training indices are the plain balanced subset.
+    """
+    everything = torch.arange(len(labels))
+    held_out = torch.zeros(len(labels), dtype=torch.bool)
+    if val_size > 0:
+        held_out[balanced_subset(labels, val_size, val_seed)] = True
+    rest = everything[~held_out]
+    return rest[balanced_subset(labels[rest], train_subset, subset_seed)], everything[held_out]
 
 
 def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
-    """Training and test loaders for cfg.DATASET, with DATASET.TRAIN_SUBSET applied to the training split.
+    """Training, test and (DATASET.VAL_SIZE > 0) validation loaders for cfg.DATASET.
 
-    A TRAIN_SUBSET larger than the split, or smaller than its class count, is refused before any training."""
+    The validation images are held out of the training split (`holdout_split`); the student never trains on
+    them. Split sizes that do not fit the data set, or leave a class without an image, are refused before any
+    training."""
     name = cfg.DATASET.NAME
     if name not in DATASETS:
         raise ValueError(f"unknown DATASET.NAME {name!r}; expected one of {DATASETS}")
-    solver, seed = cfg.SOLVER, cfg.TRAIN.SEED
+    solver, seed, ds = cfg.SOLVER, cfg.TRAIN.SEED, cfg.DATASET
     if name == "imagenet":
-        train_set, val_set = imagenet_datasets(cfg.DATASET.ROOT)
+        train_set, test_set = imagenet_datasets(ds.ROOT)
         labels = torch.tensor(train_set.targets)
-        check_train_subset(cfg.DATASET.TRAIN_SUBSET, labels, len(train_set.classes), name)
-        keep = balanced_subset(labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED)
-        train_set = subset(train_set, keep)
-        workers = cfg.DATASET.NUM_WORKERS
+        check_split_sizes(ds, labels, len(train_set.classes), name)
+        keep, held = holdout_split(labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
+
+        def loader(dataset, batch_size: int, train: bool) -> DeviceLoader:
+            return DeviceLoader(dataset, batch_size, train=train, workers=ds.NUM_WORKERS, seed=seed, device=device)
+
         return DataBundle(
-            DeviceLoader(train_set, solver.BATCH_SIZE, train=True, workers=workers, seed=seed, device=device),
-            DeviceLoader(val_set, solver.TEST_BATCH_SIZE, train=False, workers=workers, seed=seed, device=device),
-            len(val_set.classes),
+            loader(subset(train_set, keep), solver.BATCH_SIZE, True),
+            loader(test_set, solver.TEST_BATCH_SIZE, False),
+            len(test_set.classes),
             "imagenet",
             labels[keep],
+            loader(subset(train_set, held), solver.TEST_BATCH_SIZE, False) if len(held) else None,
         )
     data = _arrays(cfg)
-    check_train_subset(cfg.DATASET.TRAIN_SUBSET, data.train_labels, data.num_classes, name)
-    keep = balanced_subset(data.train_labels, cfg.DATASET.TRAIN_SUBSET, cfg.DATASET.SUBSET_SEED)
+    check_split_sizes(ds, data.train_labels, data.num_classes, name)
+    keep, held = holdout_split(data.train_labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
     common = dict(mean=data.mean, std=data.std, device=device)
     train = InMemoryLoader(
         data.train_images[keep], data.train_labels[keep], solver.BATCH_SIZE, train=True, seed=seed, **common
     )
     test = InMemoryLoader(data.test_images, data.test_labels, solver.TEST_BATCH_SIZE, train=False, **common)
-    return DataBundle(train, test, data.num_classes, "cifar", data.train_labels[keep].long())
+    val = (InMemoryLoader(data.train_images[held], data.train_labels[held], solver.TEST_BATCH_SIZE, train=False,
+                          **common) if len(held) else None)
+    return DataBundle(train, test, data.num_classes, "cifar", data.train_labels[keep].long(), val)
 
 
 __all__ = [
@@ -103,6 +135,7 @@ __all__ = [
     "InMemoryLoader",
     "balanced_subset",
     "build_data",
+    "holdout_split",
     "make_synthetic",
     "random_crop_flip",
 ]

@@ -1,9 +1,12 @@
 """Training and evaluation of one classification run (student, frozen teacher, distiller).
 
 Per epoch: train with the distiller's update rule, step every LR schedule, evaluate the student on the test
-split, write `last.pth` (everything needed to resume) atomically and rewrite `metrics.csv`; the best epoch's
-student weights go to `best_student.pth`; after the last epoch `summary.json` records best and last
-top-1/top-5. `--resume` continues from `last.pth` with every network, optimizer, schedule, RNG state and the
+split (top-1/5, cross-entropy and the KD loss to the teacher's test logits) and on the validation split held out
+of the training set (DATASET.VAL_SIZE > 0), write `last.pth` (everything needed to resume) atomically and
+rewrite `metrics.csv`. The selected epoch's student weights go to `best_student.pth`: selected on validation
+top-1 when a validation split exists, else (optimistically) on test top-1. After the last epoch `summary.json`
+records the selected epoch with its validation and test top-1, and the best-test-epoch (optimistic) and
+last-epoch top-1/top-5. `--resume` continues from `last.pth` with every network, optimizer, schedule, RNG state and the
 best accuracy restored, so the run ends with the numbers an uninterrupted run gives.
 
 An output folder belongs to one run (`unikd_det.core.run_dir.claim_output_dir`): a new run into a folder that
@@ -20,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from unikd_det.core import kd_loss
 from unikd_det.core.checks import config_differences
 from unikd_det.core.run_dir import claim_output_dir
 
@@ -46,19 +51,29 @@ METRICS = "metrics.csv"
 # Everything a run writes into OUTPUT_DIR: any of them marks the folder as holding a run, and --overwrite
 # deletes exactly these.
 RUN_FILES = (LAST, BEST, SUMMARY, METRICS, CONFIG, "tensorboard")
+# Temperature of the test KD loss logged every evaluated epoch (the UniKD paper's Fig. 3 uses T = 4).
+TEST_KD_TEMPERATURE = 4.0
+
+
+def load_named_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | None:
+    """The teacher cfg names (MODEL.TEACHER loaded from MODEL.TEACHER_CHECKPOINT), or None when it names none."""
+    if not cfg.MODEL.TEACHER or not cfg.MODEL.TEACHER_CHECKPOINT:
+        return None
+    teacher = build_model(cfg.MODEL.TEACHER, num_classes, family)
+    return load_network(teacher, cfg.MODEL.TEACHER_CHECKPOINT, cfg.MODEL.TEACHER, num_classes)
 
 
 def build_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | None:
     """The teacher of MODEL.TEACHER loaded from MODEL.TEACHER_CHECKPOINT, or None for the vanilla distiller."""
     if not get_distiller_class(cfg.DISTILLER.NAME).NEEDS_TEACHER:
         return None
-    if not cfg.MODEL.TEACHER or not cfg.MODEL.TEACHER_CHECKPOINT:
+    teacher = load_named_teacher(cfg, num_classes, family)
+    if teacher is None:
         raise ValueError(
             f"distiller {cfg.DISTILLER.NAME!r} needs MODEL.TEACHER (an architecture) and MODEL.TEACHER_CHECKPOINT "
             "(a file written by `train` with DISTILLER.NAME vanilla, or a state dict)"
         )
-    teacher = build_model(cfg.MODEL.TEACHER, num_classes, family)
-    return load_network(teacher, cfg.MODEL.TEACHER_CHECKPOINT, cfg.MODEL.TEACHER, num_classes)
+    return teacher
 
 
 def check_finite(losses: dict[str, Tensor]) -> Tensor:
@@ -75,19 +90,38 @@ def check_finite(losses: dict[str, Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, channels_last: bool, autocast: Any) -> dict[str, float]:
-    """Top-1/top-5 (percent) of `model` (returns logits or a ModelOutput) over `loader`, in eval mode."""
+def predict(model: nn.Module, loader: Any, channels_last: bool, autocast: Any) -> tuple[Tensor, Tensor]:
+    """(float32 logits, targets) of `model` (returns logits or a ModelOutput) over `loader`, in its order, in
+    eval mode."""
     was_training = model.training
     model.eval()
-    meter = AccuracyMeter()
-    for images, targets, _ in loader:
+    logits, targets = [], []
+    for images, labels, _ in loader:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():
             out = model(images)
-        meter.update(out if isinstance(out, Tensor) else out.logits, targets)
+        logits.append((out if isinstance(out, Tensor) else out.logits).float())
+        targets.append(labels)
     model.train(was_training)
-    return meter.result()
+    return torch.cat(logits), torch.cat(targets)
+
+
+def score(logits: Tensor, targets: Tensor, teacher_logits: Tensor | None = None) -> dict[str, float]:
+    """Top-1/top-5 (percent) and mean cross-entropy of `logits`; with the teacher's logits of the same images,
+    also `kd`, the teacher-student KD loss at T = TEST_KD_TEMPERATURE (the UniKD paper's Fig. 3 curve)."""
+    meter = AccuracyMeter()
+    meter.update(logits, targets)
+    result = {**meter.result(), "ce": float(F.cross_entropy(logits, targets))}
+    if teacher_logits is not None:
+        result["kd"] = float(kd_loss(logits, teacher_logits, TEST_KD_TEMPERATURE))
+    return result
+
+
+def evaluate(model: nn.Module, loader: Any, channels_last: bool, autocast: Any,
+             teacher_logits: Tensor | None = None) -> dict[str, float]:
+    """`score` of `model`'s predictions over `loader`."""
+    return score(*predict(model, loader, channels_last, autocast), teacher_logits)
 
 
 class Trainer:
@@ -115,11 +149,17 @@ class Trainer:
         self.data = data if data is not None else build_data(cfg, self.device)
         num_classes, family = self.data.num_classes, self.data.family
         student = build_model(cfg.MODEL.STUDENT, num_classes, family)
-        teacher = build_teacher(cfg, num_classes, family)
         distiller_cls = get_distiller_class(cfg.DISTILLER.NAME)
+        teacher = build_teacher(cfg, num_classes, family)
         self.distiller: Distiller = distiller_cls.from_config(
             cfg, student, teacher, num_classes, family, train_labels=self.data.train_labels
         )
+        # The teacher the test KD loss and teacher_top1 refer to: the distiller's, or the one a run without
+        # distillation names (a bench grid's vanilla cells name their pair's teacher), evaluated only.
+        self.reference_teacher = self.distiller.teacher
+        if self.reference_teacher is None and (named := load_named_teacher(cfg, num_classes, family)) is not None:
+            self.reference_teacher = named.to(self.device).eval().requires_grad_(False)
+        self.teacher_test_logits: Tensor | None = None
         self.channels_last = use_channels_last(cfg, self.device)
         self.distiller.to(self.device)
         if self.channels_last:
@@ -130,7 +170,10 @@ class Trainer:
             self.distiller.optimizer_param_groups(), cfg.SOLVER, scaler
         )
         self.epoch = 0
+        # The best test epoch (optimistic: chosen on the test split) and the epoch selected for best_student.pth:
+        # on validation top-1 when DATASET.VAL_SIZE > 0, else the best test epoch.
         self.best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
+        self.selected: dict[str, Any] = {"val_top1": None, "test_top1": None, "test_top5": None, "epoch": 0}
         self.history: list[dict[str, float]] = []
         self.teacher_accuracy: dict[str, float] | None = None
         # One entry per resume that changed values: {"epoch": resumed after, "changes": {key: [old, new]}}.
@@ -150,6 +193,7 @@ class Trainer:
             "optimizers": self.optimizers.state_dict(),
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "best": self.best,
+            "selected": self.selected,
             "history": self.history,
             "teacher_accuracy": self.teacher_accuracy,
             "rng": rng_state(),
@@ -174,6 +218,7 @@ class Trainer:
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
+        self.selected = state.get("selected", self._selected_from_best())  # absent from earlier checkpoints
         self.teacher_accuracy = state["teacher_accuracy"]
         self.config_changes = state.get("config_changes", [])  # absent from checkpoints of earlier versions
         set_rng_state(state["rng"])
@@ -202,11 +247,11 @@ class Trainer:
         for key, (old, new) in changes.items():
             logger.warning("resume after epoch %d changes %s from %r to %r", self.epoch, key, old, new)
 
-    def _save(self, improved: bool) -> None:
-        """Write best_student.pth (when improved) before last.pth, which names that epoch as the best; then
-        config.yaml, so that it always describes the run whose state last.pth holds (an attempt that fails
-        before its first save, a diverged one say, leaves the folder's config.yaml as it was)."""
-        if improved:
+    def _save(self, selected: bool) -> None:
+        """Write best_student.pth (when this epoch is the selected one) before last.pth, which names that epoch
+        as selected; then config.yaml, so that it always describes the run whose state last.pth holds (an attempt
+        that fails before its first save, a diverged one say, leaves the folder's config.yaml as it was)."""
+        if selected:
             student = self.distiller.student.state_dict()
             atomic_save(
                 {
@@ -264,10 +309,41 @@ class Trainer:
                 "run with --resume and a smaller SOLVER.LR")
 
     def _evaluate_teacher(self) -> None:
-        if self.distiller.teacher is not None and self.teacher_accuracy is None:
-            self.teacher_accuracy = evaluate(self.distiller.teacher, self.data.test, self.channels_last,
-                                             self.autocast)
+        """The reference teacher's test logits (once per process: the test KD loss of every epoch needs them)
+        and its test accuracy."""
+        if self.reference_teacher is None:
+            return
+        logits, targets = predict(self.reference_teacher, self.data.test, self.channels_last, self.autocast)
+        self.teacher_test_logits = logits
+        if self.teacher_accuracy is None:
+            self.teacher_accuracy = {k: v for k, v in score(logits, targets).items() if k != "ce"}
             logger.info("teacher %s: test top-1 %.2f", self.cfg.MODEL.TEACHER, self.teacher_accuracy["top1"])
+
+    def _evaluate_epoch(self, row: dict[str, float]) -> bool:
+        """Score the student on the test (and validation) split into `row`; update the best test epoch and the
+        selected epoch; True when the selected epoch is this one (best_student.pth must be rewritten)."""
+        student = self.distiller.student
+        test = evaluate(student, self.data.test, self.channels_last, self.autocast, self.teacher_test_logits)
+        row.update({f"test_{k}": v for k, v in test.items()})
+        if test["top1"] > self.best["top1"]:
+            self.best = {"top1": test["top1"], "top5": test["top5"], "epoch": self.epoch}
+        if self.data.val is None:
+            selected = self.best["epoch"] == self.epoch
+            if selected:
+                self.selected = self._selected_from_best()
+            return selected
+        val = evaluate(student, self.data.val, self.channels_last, self.autocast)
+        row.update({"val_top1": val["top1"], "val_ce": val["ce"]})
+        selected = self.selected["val_top1"] is None or val["top1"] > self.selected["val_top1"]
+        if selected:
+            self.selected = {"val_top1": val["top1"], "test_top1": test["top1"], "test_top5": test["top5"],
+                             "epoch": self.epoch}
+        return selected
+
+    def _selected_from_best(self) -> dict[str, Any]:
+        """The selection when no validation split exists: the best test epoch."""
+        return {"val_top1": None, "test_top1": self.best["top1"], "test_top5": self.best["top5"],
+                "epoch": self.best["epoch"]}
 
     def train(self) -> dict[str, Any]:
         """Train the remaining epochs and return the summary (also written to OUTPUT_DIR/summary.json)."""
@@ -287,16 +363,12 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
             self.epoch += 1
-            improved = False
+            selected = False
             if self.epoch % self.cfg.TRAIN.EVAL_PERIOD == 0 or self.epoch == total:
-                test = evaluate(self.distiller.student, self.data.test, self.channels_last, self.autocast)
-                row.update({"test_top1": test["top1"], "test_top5": test["top5"]})
-                improved = test["top1"] > self.best["top1"]
-                if improved:
-                    self.best = {**test, "epoch": self.epoch}
+                selected = self._evaluate_epoch(row)
             row["seconds"] = time.perf_counter() - start
             self.history.append(row)
-            self._save(improved)
+            self._save(selected)
             if writer is not None:
                 for key, value in row.items():
                     if key != "epoch":
@@ -311,7 +383,7 @@ class Trainer:
         last = next(row for row in reversed(self.history) if "test_top1" in row) if self.history else {}
         summary = {
             "student": self.cfg.MODEL.STUDENT,
-            "teacher": self.cfg.MODEL.TEACHER if self.distiller.teacher is not None else "",
+            "teacher": self.cfg.MODEL.TEACHER if self.reference_teacher is not None else "",
             "distiller": self.cfg.DISTILLER.NAME,
             "seed": self.cfg.TRAIN.SEED,
             "epochs": self.epoch,
@@ -319,6 +391,11 @@ class Trainer:
             "best_top1": self.best["top1"],
             "best_top5": self.best["top5"],
             "best_epoch": self.best["epoch"],
+            "selected_on": "val" if self.data.val is not None else "test",
+            "selected_epoch": self.selected["epoch"],
+            "val_top1": self.selected["val_top1"],
+            "test_top1_selected": self.selected["test_top1"],
+            "test_top5_selected": self.selected["test_top5"],
             "last_top1": last.get("test_top1"),
             "last_top5": last.get("test_top5"),
             "teacher_top1": (self.teacher_accuracy or {}).get("top1"),
