@@ -1,4 +1,4 @@
-"""Command line: `python -m classification {train,eval,bench} ...`."""
+"""Command line: `python -m classification {train,eval,bench,analyze} ...`."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,13 @@ def _bench(args: argparse.Namespace) -> None:
         run_grid(args.grid, output_dir=args.output_dir, dry_run=args.dry_run)
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    from .analysis import analyze
+
+    result = analyze(args.run, args.output, device=args.device)
+    print(json.dumps(result, indent=2))
+
+
 def _positive_int(text: str) -> int:
     """argparse type of counts (batch size, steps, rounds): an integer >= 1."""
     try:
@@ -99,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=_bench)
+
+    analyze = sub.add_parser("analyze", help="the UniKD paper's analyses (Figs. 3-5) of finished runs")
+    analyze.add_argument("--run", action="append", required=True,
+                         help="a finished run folder (config.yaml, best_student.pth, metrics.csv); repeat for more")
+    analyze.add_argument("--output", required=True,
+                         help="folder for loss_curves.png, logit_diff_cdf.png, corr_diff.png and analysis.json")
+    analyze.add_argument("--device", default="cpu")
+    analyze.set_defaults(func=_analyze)
     return parser
 
 
