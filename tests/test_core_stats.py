@@ -5,7 +5,13 @@ import math
 
 import pytest
 
-from unikd_det.core.stats import mean_std, paired_difference, student_t_cdf, student_t_quantile
+from unikd_det.core.stats import (
+    mean_std,
+    paired_difference,
+    paired_to_baseline,
+    student_t_cdf,
+    student_t_quantile,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +55,12 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="0 < p < 1"):
         student_t_quantile(1.0, 3)
     assert mean_std([2.0, 4.0]) == (3.0, pytest.approx(math.sqrt(2.0)))
+
+
+def test_paired_to_baseline_pairs_by_seed_and_skips_the_baseline():
+    by_seed = {"vanilla": {0: 80.0, 1: 81.0, 2: 79.0}, "kd": {2: 83.0, 0: 84.0, 1: 84.5}, "alone": {7: 90.0}}
+    result = paired_to_baseline(by_seed, "vanilla")
+    assert set(result) == {"kd"}
+    expected = paired_difference([84.0, 84.5, 83.0], [80.0, 81.0, 79.0])
+    assert result["kd"] == expected and result["kd"].n == 3
+    assert paired_to_baseline(by_seed, "missing") == {}

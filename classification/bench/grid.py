@@ -29,6 +29,7 @@ from yacs.config import CfgNode
 
 from unikd_det.core.checks import config_differences
 
+from ..analysis import analyze
 from ..config import RUN_ENVIRONMENT_KEYS, load_cfg, read_yaml
 from ..distillers import get_distiller_class
 from ..engine.trainer import CONFIG, LAST, SUMMARY, Trainer
@@ -175,7 +176,8 @@ def _execute(run: Run, cfg: CfgNode) -> dict[str, Any]:
 
 
 def run_grid(path: str | Path, output_dir: str | Path | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Train every teacher, then every cell (skipping finished ones); write results.csv/.md/.png."""
+    """Train every teacher, then every cell (skipping finished ones); write results.csv/.md/.png, then the UniKD
+    paper's analyses of every pair's methods at the first seed (analysis/<pair>/, `classification.analysis`)."""
     grid = load_grid(path)
     out = Path(output_dir or grid.get("output_dir") or "output/bench")
     teachers, cells = plan_runs(grid, out)
@@ -192,4 +194,16 @@ def run_grid(path: str | Path, output_dir: str | Path | None = None, dry_run: bo
         logger.info("cell %d/%d", index, len(cells))
         rows.append({**label, **_execute(run, cfgs[run.name])})
         write_reports(rows, out)
+    for pair, runs in analysis_sets(cells, grid["seeds"][0]).items():
+        logger.info("analyzing %s (seed %d, %d methods)", pair, grid["seeds"][0], len(runs))
+        analyze(runs, out / "analysis" / pair)
     return rows
+
+
+def analysis_sets(cells: list[tuple[dict[str, Any], Run]], seed: int) -> dict[str, list[Path]]:
+    """{pair folder name: the run folder of every method of that pair at `seed`}, for one figure set per pair."""
+    sets: dict[str, list[Path]] = {}
+    for label, run in cells:
+        if label["seed"] == seed:
+            sets.setdefault(run.output_dir.parent.parent.name, []).append(run.output_dir)
+    return sets

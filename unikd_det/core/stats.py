@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -104,3 +105,21 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
         return PairedDifference(mean, -math.inf, math.inf, 1, confidence)
     half = student_t_quantile(0.5 + confidence / 2.0, len(diffs) - 1) * std / math.sqrt(len(diffs))
     return PairedDifference(mean, mean - half, mean + half, len(diffs), confidence)
+
+
+def paired_to_baseline(
+    by_seed: Mapping[str, Mapping[Any, float]], baseline: str, confidence: float = 0.95
+) -> dict[str, PairedDifference]:
+    """Each method's paired difference to `baseline`, over the seeds both ran ({method: {seed: value}}).
+
+    Methods without a seed in common with the baseline, and the baseline itself, are left out.
+    """
+    if baseline not in by_seed:
+        return {}
+    base = by_seed[baseline]
+    result = {}
+    for method, values in by_seed.items():
+        seeds = sorted(set(values) & set(base))
+        if method != baseline and seeds:
+            result[method] = paired_difference([values[s] for s in seeds], [base[s] for s in seeds], confidence)
+    return result
