@@ -12,6 +12,7 @@ import yaml
 from classification.catalog import all_configs
 from classification.config import load_cfg
 from classification.distillers import get_distiller_class
+from classification.distillers.terms import registered_terms
 from classification.models import build_model
 from unikd_det.core.crd import ContrastSampler, sample_contrast_indices
 from unikd_det.core.ofd import ofd_margin_from_features
@@ -237,3 +238,14 @@ def test_catalog_ships_the_official_per_pair_values():
     # only MLKD's own config takes MLKD's solver values
     assert "SOLVER" not in _shipped("cifar100", "res56_res20", "mlkd_reviewkd")
     assert _shipped("cifar100", "res32x4_shv2", "dkd")["SOLVER"] == {"LR": 0.01}
+
+
+def test_the_short_schedule_ramps_every_term_and_the_official_settings_keep_their_own_warmups():
+    for method in ("kd", "mlkd", "fitnet", "ofd", "crd", "reviewkd", "kd_crd", "mlkd_reviewkd", "nkd_star"):
+        config = _shipped("fashion_mnist", "res56_res20", method)
+        nodes = [registered_terms()[t].CONFIG_NODE for t in
+                 (config["HYBRID"]["TERMS"] if config["DISTILLER"]["NAME"] == "hybrid" else [method])]
+        assert all(config[node]["WARMUP_EPOCHS"] == 1.0 for node in nodes), method
+    assert "WARMUP_EPOCHS" not in _shipped("cifar100", "res56_res20", "mlkd")["MLKD"]  # MLKD's recipe has none
+    assert "WARMUP_EPOCHS" not in _shipped("cifar100", "res56_res20", "kd")["KD"]
+    assert _shipped("cifar100", "res56_res20", "dkd")["DKD"]["WARMUP_EPOCHS"] == 20.0
