@@ -116,20 +116,18 @@ def test_short_train_then_coco_evaluation(trainer_cfg, mosaic_data):
 
 @pytest.fixture
 def train_net_with_tiny_data(monkeypatch, mosaic_data):
-    """tools/train_net.py with its built-in data registration pointed at the tiny mosaic set."""
-    from detectron2.data import MetadataCatalog
+    """tools/train_net.py with its built-in data registration recorded: `mosaic_data` has registered the tiny
+    mosaic set under the built-in names, so `register_builtin_datasets` keeps it."""
+    from unikd_det.data import register_builtin_datasets
 
-    from unikd_det.data import register_fashion_mosaic
-
-    root = Path(MetadataCatalog.get(mosaic_data[0]).json_file).parent.parent
     tool = load_train_net()
     calls = []
 
-    def tiny_register(*args, **kwargs):
-        calls.append(root)
-        return register_fashion_mosaic(root=root, num_train=16, num_val=8, canvas_size=64)
+    def recording(names, root):
+        calls.append(tuple(names))
+        register_builtin_datasets(names, root)
 
-    monkeypatch.setattr(tool, "register_fashion_mosaic", tiny_register)
+    monkeypatch.setattr(tool, "register_builtin_datasets", recording)
     return tool, calls
 
 

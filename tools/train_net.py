@@ -25,10 +25,9 @@ from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.checkpoint import SafeDetectionCheckpointer  # noqa: E402
 from unikd_det.config import merge_config_file, validate_config  # noqa: E402
 from unikd_det.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
-from unikd_det.data import register_fashion_mosaic  # noqa: E402
+from unikd_det.data import register_builtin_datasets  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
-BUILTIN_DATASETS = {"fashion_mosaic_train", "fashion_mosaic_val"}
 # What a Detectron2 training run leaves in OUTPUT_DIR (what --overwrite deletes).
 RUN_FILES = ("last_checkpoint", "model_*.pth", "metrics.json", "events.out.tfevents.*")
 # Switches that may also come after the KEY VALUE overrides.
@@ -71,8 +70,7 @@ def load_config(args: argparse.Namespace) -> CfgNode:
 def setup(args: argparse.Namespace) -> CfgNode:
     cfg = load_config(args)
     default_setup(cfg, args)
-    if BUILTIN_DATASETS & set(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
-        register_fashion_mosaic(REPO / "datasets" / "fashion_mosaic")
+    register_builtin_datasets(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST, REPO / "datasets" / "fashion_mosaic")
     return cfg
 
 

@@ -25,9 +25,8 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
-from classification.engine.checkpoint import rng_state, set_rng_state
-
 from .checkpoint import SafeDetectionCheckpointer
+from .core.rng import rng_state, set_rng_state
 from .meta_arch import DistillRCNN
 
 logger = logging.getLogger(__name__)

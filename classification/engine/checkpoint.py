@@ -1,15 +1,15 @@
-"""Checkpoint files: atomic writes, RNG state capture, and loading weights with errors that name the file.
+"""Checkpoint files: atomic writes and loading weights with errors that name the file (RNG states:
+`unikd_det.core.rng`).
 
 Every checkpoint is read with PyTorch's weights-only unpickler (`unikd_det.core.files.load_torch_file`), so a
 planted or hostile file can never run code; what the trainer saves is therefore kept to tensors, numbers,
-strings and plain containers (numpy's RNG state is stored as a tensor, not as an ndarray). Files written before
+strings and plain containers (`unikd_det.core.rng` stores numpy's RNG state as a tensor, not as an ndarray). Files written before
 that change hold numpy's state as a uint32 ndarray; the four globals that takes are admitted, and nothing else,
 so earlier teachers and runs stay readable (object arrays stay refused: their dtype class is not admitted).
 """
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,38 +45,6 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _numpy_rng_state() -> dict[str, Any]:
-    """numpy's global RNG state with its key array as an int64 tensor (weights-only loading refuses ndarrays)."""
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
-
-
-def _set_numpy_rng_state(state: dict[str, Any] | tuple) -> None:
-    """Restore what _numpy_rng_state saved, or the tuple np.random.get_state() gave in earlier checkpoints."""
-    if isinstance(state, tuple):
-        np.random.set_state(state)
-        return
-    keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
-
-
-def rng_state() -> dict[str, Any]:
-    """The python, numpy, torch (and CUDA) RNG states, in types a weights-only load accepts."""
-    state = {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    _set_numpy_rng_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def read_checkpoint(path: str | Path, what: str = "a classification checkpoint (a run's last.pth or a state dict)"
