@@ -183,7 +183,7 @@ def test_leftover_temporaries_are_removed_at_the_next_start(cls_cfg, tmp_path):
 def test_resume_with_other_solver_or_seed_values_is_refused_listing_them(cls_cfg, tmp_path):
     Trainer(cls_cfg("SOLVER.EPOCHS", 1)).train()
     config_before = (tmp_path / "run" / "config.yaml").read_text()
-    listed = r"SOLVER.MOMENTUM: 0.9 in the checkpoint, 0.5 now; TRAIN.SEED: 0 in the checkpoint, 5 now\. "
+    listed = r"SOLVER.MOMENTUM: 0.9 in the run, 0.5 now; TRAIN.SEED: 0 in the run, 5 now\. "
     with pytest.raises(ValueError, match=listed):
         Trainer(cls_cfg("SOLVER.EPOCHS", 2, "TRAIN.SEED", 5, "SOLVER.MOMENTUM", 0.5), resume=True)
     assert (tmp_path / "run" / "config.yaml").read_text() == config_before

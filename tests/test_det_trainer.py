@@ -193,6 +193,27 @@ def test_train_net_main_trains(train_net_with_tiny_data, make_cfg, tmp_path):
     assert unikd_state(state["model"]) and not any("teacher" in k for k in state["model"])
 
 
+def test_resume_may_extend_and_rescue_but_refuses_other_values(train_net_with_tiny_data, make_cfg, tmp_path):
+    tool, _ = train_net_with_tiny_data
+    config = tmp_path / "distill.yaml"
+    config.write_text(make_cfg(roi=True).dump())
+    out = tmp_path / "run"
+    base = ["--config-file", str(config), "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)]
+    tool.run(tool.parse_args(base + ["SOLVER.MAX_ITER", "1"]))
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"SEED: 1 in the run, 7 now\. A resumed run may change only"):
+        tool.run(tool.parse_args(base + ["SOLVER.MAX_ITER", "2", "SEED", "7", "--resume"]))
+    assert (out / "config.yaml").read_text() == before
+    tool.run(tool.parse_args(base + ["SOLVER.MAX_ITER", "2", "SOLVER.BASE_LR", "0.001", "--resume"]))
+    first = "# resumed from model_final.pth: SOLVER.BASE_LR 0.02 -> 0.001, SOLVER.MAX_ITER 1 -> 2"
+    text = (out / "config.yaml").read_text()
+    assert text.startswith(first + "\n") and "BASE_LR: 0.001" in text
+    tool.run(tool.parse_args(base + ["SOLVER.MAX_ITER", "3", "SOLVER.BASE_LR", "0.001", "--resume"]))
+    assert (out / "config.yaml").read_text().startswith(
+        first + "\n# resumed from model_final.pth: SOLVER.MAX_ITER 2 -> 3\n")
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 2
+
+
 DEMO_CONFIGS = sorted((REPO_ROOT / "configs" / "Demo").glob("*.yaml"))
 
 

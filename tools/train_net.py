@@ -20,16 +20,25 @@ sys.path.insert(0, str(REPO))
 
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
 
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.checkpoint import SafeDetectionCheckpointer  # noqa: E402
 from unikd_det.config import merge_config_file, validate_config  # noqa: E402
+from unikd_det.core.checks import check_resume_changes, resume_note, resume_notes  # noqa: E402
 from unikd_det.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
 # What a Detectron2 training run leaves in OUTPUT_DIR (what --overwrite deletes).
 RUN_FILES = ("last_checkpoint", "model_*.pth", "metrics.json", "events.out.tfevents.*")
+# What `--resume` may change; every other value must be the run's own (OUTPUT_DIR/config.yaml): more iterations
+# extend a run, a smaller LR rescues a diverged one (DistillTrainer.resume_or_load applies it), and where and how
+# often it checkpoints, evaluates and runs change no number of the run.
+RESUME_MAY_CHANGE = frozenset({
+    "SOLVER.MAX_ITER", "SOLVER.BASE_LR", "SOLVER.CHECKPOINT_PERIOD", "TEST.EVAL_PERIOD", "OUTPUT_DIR",
+    "MODEL.DEVICE", "DATALOADER.NUM_WORKERS",
+})
 # Switches that may also come after the KEY VALUE overrides.
 FLAGS = ("--resume", "--overwrite", "--eval-only")
 
@@ -83,11 +92,40 @@ def claim_run(args: argparse.Namespace) -> OutputDirLock | None:
     if args.eval_only or args.machine_rank != 0:
         return None
     cfg = load_config(args)
-    return claim_output_dir(cfg.OUTPUT_DIR, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
+    lock = claim_output_dir(cfg.OUTPUT_DIR, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
+    try:
+        args.resume_notes = resume_notes_of(cfg) if args.resume else []
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def resume_notes_of(cfg: CfgNode) -> list[str]:
+    """The notes config.yaml must carry after this resume: the run's earlier ones, plus one for the values this
+    resume changes. Raises ValueError listing every changed value outside RESUME_MAY_CHANGE."""
+    saved, last = Path(cfg.OUTPUT_DIR) / "config.yaml", Path(cfg.OUTPUT_DIR) / "last_checkpoint"
+    if not saved.is_file() or not last.is_file():
+        return []
+    text = saved.read_text(encoding="utf-8")
+    changes = check_resume_changes(text, cfg, RESUME_MAY_CHANGE, str(saved), str(saved))
+    notes = resume_notes(text)
+    if changes:
+        notes.append(resume_note(f"from {last.read_text(encoding='utf-8').strip()}", changes))
+    return notes
+
+
+def record_resume_notes(cfg: CfgNode, notes: list[str]) -> None:
+    """Head OUTPUT_DIR/config.yaml (just written by default_setup) with the resume notes, so the file says which
+    values ran before each resume."""
+    if notes and comm.is_main_process():
+        path = Path(cfg.OUTPUT_DIR) / "config.yaml"
+        path.write_text("".join(f"{note}\n" for note in notes) + path.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def main(args: argparse.Namespace):
     cfg = setup(args)
+    record_resume_notes(cfg, getattr(args, "resume_notes", []))
     if args.eval_only:
         model = DistillTrainer.build_model(cfg)
         SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)

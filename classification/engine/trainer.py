@@ -29,7 +29,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from unikd_det.core import kd_loss
-from unikd_det.core.checks import config_differences
+from unikd_det.core.checks import check_resume_changes, resume_note
 from unikd_det.core.rng import rng_state, set_rng_state
 from unikd_det.core.run_dir import claim_output_dir
 
@@ -229,16 +229,7 @@ class Trainer:
 
     def _resume_changes(self, path: Path, saved_config: str) -> dict[str, tuple]:
         """The values this resume changes; ValueError listing every changed key outside RESUME_MAY_CHANGE."""
-        changes = config_differences(saved_config, self.cfg)
-        refused = {key: values for key, values in changes.items() if key not in RESUME_MAY_CHANGE}
-        if refused:
-            listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in refused.items())
-            raise ValueError(
-                f"--resume with values that differ from those {path} was trained with: {listed}. A resumed run "
-                f"may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; resume with the run's own values "
-                f"({self.output_dir / CONFIG}), or start a new run (--overwrite, or another OUTPUT_DIR)"
-            )
-        return changes
+        return check_resume_changes(saved_config, self.cfg, RESUME_MAY_CHANGE, str(path), str(self.output_dir / CONFIG))
 
     def _apply_changes(self, changes: dict[str, tuple]) -> None:
         """Apply a resume's allowed changes (a new SOLVER.LR to every optimizer and schedule) and record them."""
@@ -270,9 +261,7 @@ class Trainer:
 
     def _config_text(self) -> str:
         """config.yaml: this run's config, headed by comments listing the values each resume changed."""
-        lines = [f"# resumed after epoch {entry['epoch']}: "
-                 + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in entry["changes"].items())
-                 for entry in self.config_changes]
+        lines = [resume_note(f"after epoch {entry['epoch']}", entry["changes"]) for entry in self.config_changes]
         return "".join(f"{line}\n" for line in lines) + self.cfg.dump()
 
     # -- training ------------------------------------------------------------------------------------

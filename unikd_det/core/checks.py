@@ -104,3 +104,34 @@ def config_differences(old: Any, new: Any, ignore: Collection[str] = ()) -> dict
     a, b = (dict(config_leaves(yaml.safe_load(c if isinstance(c, str) else c.dump()) or {})) for c in (old, new))
     return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
             if key not in ignore and a.get(key) != b.get(key)}
+
+
+def check_resume_changes(
+    saved: Any, current: Any, may_change: Collection[str], source: str, saved_config: str
+) -> dict[str, tuple[Any, Any]]:
+    """The values a resume changes relative to the config the run was trained with (`saved`, from `source`).
+
+    Raises ValueError listing every changed key outside `may_change` with both values: a run resumed with
+    other values would report numbers of a run nobody configured. `saved_config` is where the user finds
+    the run's own values.
+    """
+    changes = config_differences(saved, current)
+    refused = {key: values for key, values in changes.items() if key not in may_change}
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, (old, new) in refused.items())
+        raise ValueError(
+            f"--resume with values that differ from those {source} was trained with: {listed}. A resumed run may "
+            f"change only {', '.join(sorted(may_change))}; resume with the run's own values ({saved_config}), "
+            "or start a new run (--overwrite, or another OUTPUT_DIR)"
+        )
+    return changes
+
+
+def resume_note(point: str, changes: Mapping[str, Sequence[Any]]) -> str:
+    """The comment line a run's config.yaml carries for a resume that changed values (`point`: where it resumed)."""
+    return f"# resumed {point}: " + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def resume_notes(config_text: str) -> list[str]:
+    """The resume notes at the head of a run's config.yaml."""
+    return [line for line in config_text.splitlines() if line.startswith("# resumed ")]
