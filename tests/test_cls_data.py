@@ -121,3 +121,40 @@ def test_batches_carry_their_training_set_indices():
         assert torch.equal(labels, data.train_labels[indices]) and len(images) == len(indices)
         seen += indices.tolist()
     assert sorted(seen) == list(range(50))
+
+
+def _write_cifar100(root, payload=None):
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for split, count in (("train", 200), ("test", 100)):
+        entry = {"data": np.random.default_rng(0).integers(0, 256, (count, 3072), dtype=np.uint8),
+                 "fine_labels": [i % 100 for i in range(count)], "filenames": [f"{i}.png" for i in range(count)]}
+        if payload is not None:
+            entry["extra"] = payload
+        with open(folder / split, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+
+
+def test_cifar100_pickles_load_through_the_restricted_unpickler(cls_cfg, tmp_path):
+    _write_cifar100(tmp_path)
+    data = build_data(cls_cfg("DATASET.NAME", "cifar100", "DATASET.ROOT", tmp_path, "DATASET.TRAIN_SUBSET", 0),
+                      torch.device("cpu"))
+    assert (data.num_classes, data.num_train) == (100, 200)
+
+
+def test_a_cifar100_pickle_that_would_run_code_is_refused(cls_cfg, tmp_path):
+    import os
+
+    class Planted:
+        def __reduce__(self):
+            return os.mkdir, (str(tmp_path / "pwned"),)
+
+    _write_cifar100(tmp_path, Planted())
+    with pytest.raises(ValueError, match=r"refused to load .*cifar-100-python.*mkdir is not allowed"):
+        build_data(cls_cfg("DATASET.NAME", "cifar100", "DATASET.ROOT", tmp_path, "DATASET.TRAIN_SUBSET", 0),
+                   torch.device("cpu"))
+    assert not (tmp_path / "pwned").exists()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unikd_det.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
-from unikd_det.core.files import load_torch_file, load_weights_pickle
+from unikd_det.core.files import load_torch_file, load_array_pickle
 
 
 class _Planted:
@@ -55,7 +55,7 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_torch_file(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="missing.pkl"):
-        load_weights_pickle(tmp_path / "missing.pkl")
+        load_array_pickle(tmp_path / "missing.pkl")
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
@@ -63,7 +63,7 @@ def test_weights_pickle_reads_numpy_arrays_in_plain_containers(tmp_path, protoco
     model = OrderedDict(a=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.float64(2.5))
     with open(tmp_path / "w.pkl", "wb") as f:
         pickle.dump({"model": model, "__author__": "test", "matching_heuristics": True}, f, protocol=protocol)
-    loaded = load_weights_pickle(tmp_path / "w.pkl")
+    loaded = load_array_pickle(tmp_path / "w.pkl")
     assert np.array_equal(loaded["model"]["a"], model["a"]) and loaded["model"]["b"] == 2.5
     assert loaded["__author__"] == "test"
 
@@ -73,7 +73,7 @@ def test_hostile_weights_pickle_is_refused_without_running_its_code(tmp_path):
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump({"model": {"w": np.zeros(2)}, "x": _Planted(str(marker))}, f)
     with pytest.raises(ValueError, match=r"refused to load .*evil\.pkl: global .*open is not allowed"):
-        load_weights_pickle(tmp_path / "evil.pkl")
+        load_array_pickle(tmp_path / "evil.pkl")
     assert not marker.exists()
 
 
@@ -83,7 +83,7 @@ def test_truncated_weights_pickle_names_the_path(tmp_path):
         pickle.dump({"model": {"w": np.zeros(1000)}}, f)
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(ValueError, match="cut.pkl"):
-        load_weights_pickle(path)
+        load_array_pickle(path)
 
 
 def test_value_rules_list_every_violation_with_its_key():

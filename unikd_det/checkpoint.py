@@ -2,7 +2,7 @@
 no checkpoint of non-finite weights.
 
 Detectron2 reads `.pkl` weights with plain `pickle` and `.pth` with `torch.load`; a planted file could run
-code from either. Here `.pkl` goes through `load_weights_pickle` (numpy arrays in plain containers, as the
+code from either. Here `.pkl` goes through `load_array_pickle` (numpy arrays in plain containers, as the
 model zoo's files hold) and `.pth` through `load_torch_file` (weights-only). Everything else is Detectron2's:
 URLs, the model-zoo formats, the matching heuristics for converted backbones, DDP.
 """
@@ -15,7 +15,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _IncompatibleKeys
 
-from .core.files import load_torch_file, load_weights_pickle
+from .core.files import load_torch_file, load_array_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> dict[str, Any]:
         self._reading = filename
         if filename.endswith(".pkl"):
-            return model_zoo_pkl_checkpoint(load_weights_pickle(filename, "Detectron2 weights (.pkl)"), filename)
+            return model_zoo_pkl_checkpoint(load_array_pickle(filename, "Detectron2 weights (.pkl)"), filename)
         if filename.endswith(".pyth"):  # Detectron2 reads these with a bare torch.load, unrestricted before torch 2.6
             raise ValueError(f"{filename}: pycls .pyth checkpoints are not read; save the state dict as a .pth")
         return super()._load_file(filename)  # .pth: Detectron2's handling around `_torch_load` below

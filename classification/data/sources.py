@@ -1,7 +1,6 @@
 """Reading the in-memory data sets: CIFAR-100, Fashion-MNIST and synthetic, as uint8 [N, C, H, W] tensors."""
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unikd_det.core.files import load_array_pickle
 from unikd_det.data.fashion_mnist import find_fashion_mnist_dir, load_fashion_mnist
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -58,8 +58,7 @@ def load_cifar100(root: str | Path) -> ImageArrays:
         )
     arrays = {}
     for split, path in files.items():
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+        entry = load_array_pickle(path, "a CIFAR-100 python pickle (a dict of numpy arrays and label lists)")
         images = torch.from_numpy(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
         arrays[split] = (images, torch.tensor(entry["fine_labels"], dtype=torch.int64))
     return ImageArrays(*arrays["train"], *arrays["test"], 100, CIFAR100_MEAN, CIFAR100_STD)

@@ -1,10 +1,11 @@
 """Reading weight files without running code from them, with errors that name the file.
 
 `torch.load(weights_only=False)` and plain `pickle.load` execute whatever a file's pickle stream asks for,
-so a planted checkpoint could run arbitrary code. Both front ends therefore read every checkpoint through
-`load_torch_file` (PyTorch's weights-only unpickler: tensors, numbers, strings and plain containers) and
-every Detectron2-style `.pkl` through `load_weights_pickle` (numpy arrays, numbers, strings and plain
-containers only). Anything else is refused with a ValueError naming the file.
+so a planted checkpoint or data file could run arbitrary code. Both front ends therefore read every
+checkpoint through `load_torch_file` (PyTorch's weights-only unpickler: tensors, numbers, strings and plain
+containers) and every other pickle (Detectron2-style `.pkl` weights, the CIFAR-100 python files) through
+`load_array_pickle` (numpy arrays, numbers, strings and plain containers only). Anything else is refused
+with a ValueError naming the file.
 """
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ class _WeightsUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_weights_pickle(path: str | Path, what: str = "a weights .pkl file") -> Any:
-    """The object in a Detectron2-style `.pkl` weights file (numpy arrays in plain containers).
+def load_array_pickle(path: str | Path, what: str = "a weights .pkl file") -> Any:
+    """The object in a pickle of numpy arrays in plain containers (Detectron2 `.pkl` weights, CIFAR-100 files).
 
     Decodes Python 2 strings as latin-1, as Detectron2's model-zoo files need. Raises FileNotFoundError for a
     missing file and ValueError naming the file for an empty, truncated or non-pickle file, or for one that
