@@ -11,8 +11,8 @@ from classification.engine import Trainer
 
 
 def _labels(per_class: int = 30, classes: int = 5) -> torch.Tensor:
-    return torch.arange(classes).repeat_interleave(per_class)[torch.randperm(per_class * classes,
-                                                                              generator=torch.Generator().manual_seed(3))]
+    order = torch.randperm(per_class * classes, generator=torch.Generator().manual_seed(3))
+    return torch.arange(classes).repeat_interleave(per_class)[order]
 
 
 def test_split_is_disjoint_balanced_and_fixed_by_its_own_seed():

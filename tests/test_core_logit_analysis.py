@@ -21,7 +21,8 @@ def test_numbers_equal_numpy():
     result = logit_agreement(student, teacher, thresholds=(0.5, 1.0))
     diff = np.abs(student.numpy() - teacher.numpy()).astype(np.float64)
     assert result["mean_abs_logit_diff"] == pytest.approx(diff.mean())
-    assert result["logit_diff_cdf"] == {"0.5": pytest.approx(np.mean(diff <= 0.5)), "1": pytest.approx(np.mean(diff <= 1))}
+    expected_cdf = {"0.5": pytest.approx(np.mean(diff <= 0.5)), "1": pytest.approx(np.mean(diff <= 1))}
+    assert result["logit_diff_cdf"] == expected_cdf
     corr = np.abs(np.corrcoef(student.numpy().T.astype(np.float64)) - np.corrcoef(teacher.numpy().T.astype(np.float64)))
     assert torch.allclose(correlation_difference(student, teacher), torch.from_numpy(corr), atol=1e-10)
     assert result["mean_abs_corr_diff"] == pytest.approx(corr.mean())

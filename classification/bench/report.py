@@ -90,8 +90,8 @@ def _methods_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {"pair": e["pair"], "method": e["method"], "seeds": e["seeds"], "selected_on": e["selected_on"],
                "mean": e["main"][0], "std": e["main"][1], "best_mean": e["best"][0], "last_mean": e["last"][0]}
         for baseline, diff in e["vs"].items():
-            row.update({f"minus_{baseline}": diff.mean if diff else "", f"minus_{baseline}_low": diff.low if diff else "",
-                        f"minus_{baseline}_high": diff.high if diff else ""})
+            low, mean, high = (diff.low, diff.mean, diff.high) if diff else ("", "", "")
+            row.update({f"minus_{baseline}": mean, f"minus_{baseline}_low": low, f"minus_{baseline}_high": high})
         rows.append(row)
     return rows
 

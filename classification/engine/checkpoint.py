@@ -3,9 +3,10 @@
 
 Every checkpoint is read with PyTorch's weights-only unpickler (`unikd_det.core.files.load_torch_file`), so a
 planted or hostile file can never run code; what the trainer saves is therefore kept to tensors, numbers,
-strings and plain containers (`unikd_det.core.rng` stores numpy's RNG state as a tensor, not as an ndarray). Files written before
-that change hold numpy's state as a uint32 ndarray; the four globals that takes are admitted, and nothing else,
-so earlier teachers and runs stay readable (object arrays stay refused: their dtype class is not admitted).
+strings and plain containers (`unikd_det.core.rng` keeps numpy's RNG state as a tensor). Files written
+before that change hold numpy's state as a uint32 ndarray; the four globals that takes are admitted, and
+nothing else, so earlier teachers and runs stay readable (object arrays stay refused: their dtype class is
+not admitted).
 """
 from __future__ import annotations
 
