@@ -228,17 +228,18 @@ def _mosaic_root(tmp_path_factory):
     from unikd_det.data import register_fashion_mosaic
 
     root = tmp_path_factory.mktemp("fashion_mosaic")
-    register_fashion_mosaic(root=root, num_train=16, num_val=8, canvas_size=IMAGE_SIZE)
+    register_fashion_mosaic(root=root, num_train=16, num_val=8, canvas_size=IMAGE_SIZE, num_holdout=4)
     return root
 
 
 @pytest.fixture
 def mosaic_data(_mosaic_root):
-    """("fashion_mosaic_train", "fashion_mosaic_val") registered on the tiny set (re-registered per test,
+    """("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout") registered on the tiny set (re-registered per test,
     a cheap no-op, in case another test replaced or removed the registration)."""
     from unikd_det.data import register_fashion_mosaic
 
-    return register_fashion_mosaic(root=_mosaic_root, num_train=16, num_val=8, canvas_size=IMAGE_SIZE)
+    return register_fashion_mosaic(root=_mosaic_root, num_train=16, num_val=8, canvas_size=IMAGE_SIZE,
+                                   num_holdout=4)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
@@ -226,7 +227,7 @@ def test_real_fashion_mnist_test_split():
 def clean_catalog():
     """Remove the mosaic registrations afterwards, so they do not point into a deleted tmp folder."""
     yield
-    for name in ("fashion_mosaic_train", "fashion_mosaic_val"):
+    for name in ("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout"):
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
@@ -234,12 +235,12 @@ def clean_catalog():
 
 
 def test_register_fashion_mosaic(tmp_path, clean_catalog):
-    settings = dict(num_train=4, num_val=3, canvas_size=64)
+    settings = dict(num_train=4, num_val=3, canvas_size=64, num_holdout=2)
     names = register_fashion_mosaic(tmp_path / "a", **settings)
-    assert names == ("fashion_mosaic_train", "fashion_mosaic_val")
+    assert names == ("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout")
     assert register_fashion_mosaic(tmp_path / "a", **settings) == names  # identical: a no-op
 
-    for name, count in zip(names, (4, 3)):
+    for name, count in zip(names, (4, 3, 2)):
         metadata = MetadataCatalog.get(name)
         assert metadata.thing_classes == list(FASHION_MNIST_CLASSES)
         assert Path(metadata.json_file).is_file()
@@ -254,3 +255,44 @@ def test_register_fashion_mosaic(tmp_path, clean_catalog):
     register_fashion_mosaic(tmp_path / "b", **{**settings, "num_train": 2})  # other settings: replaced
     assert MetadataCatalog.get(names[0]).json_file == str((tmp_path / "b/train/annotations.json").resolve())
     assert len(DatasetCatalog.get(names[0])) == 2
+
+
+def test_holdout_items_are_the_classification_validation_images_and_never_train():
+    """The holdout canvases' items are the 5000 class-balanced training images that the classification configs
+    hold out (Base-FashionMNIST.yaml's VAL_SIZE / VAL_SEED), disjoint from the training canvases' items."""
+    from classification.config import load_cfg
+    from classification.data import holdout_split
+    from unikd_det.data.register import mosaic_item_split
+
+    _, labels = load_fashion_mnist("train")
+    train_items, holdout_items = mosaic_item_split(labels)
+    assert len(train_items) + len(holdout_items) == len(labels)
+    assert not np.intersect1d(train_items, holdout_items).size
+    assert np.bincount(labels[holdout_items], minlength=10).tolist() == [500] * 10
+    base = load_cfg(Path(__file__).parents[1] / "classification/configs/fashion_mnist/Base-FashionMNIST.yaml")
+    _, classification_val = holdout_split(
+        torch.from_numpy(labels), base.DATASET.VAL_SIZE, base.DATASET.VAL_SEED, base.DATASET.TRAIN_SUBSET,
+        base.DATASET.SUBSET_SEED,
+    )
+    assert np.array_equal(holdout_items, classification_val.numpy())
+
+
+def test_training_canvases_draw_only_on_items_outside_the_holdout(tmp_path, clean_catalog, monkeypatch):
+    """register_fashion_mosaic hands the generator the training items less the holdout, and the holdout alone
+    for the holdout canvases (checked through the arrays each set is built from)."""
+    from unikd_det.data import register as register_module
+
+    seen = {}
+    real = register_module.generate_mosaic_dataset
+
+    def spy(images, labels, out_dir, num_images, **kwargs):
+        seen[Path(out_dir).name] = images
+        return real(images, labels, out_dir, num_images, **kwargs)
+
+    monkeypatch.setattr(register_module, "generate_mosaic_dataset", spy)
+    register_fashion_mosaic(tmp_path, num_train=2, num_val=2, canvas_size=64, num_holdout=2)
+    images, labels = load_fashion_mnist("train")
+    train_items, holdout_items = register_module.mosaic_item_split(labels)
+    assert np.array_equal(seen["train"], images[train_items])
+    assert np.array_equal(seen["holdout"], images[holdout_items])
+    assert np.array_equal(seen["val"], load_fashion_mnist("test")[0])

@@ -11,11 +11,12 @@ from typing import Protocol
 import torch
 from yacs.config import CfgNode
 
+from unikd_det.core.splits import balanced_subset, holdout_split
+
 from .imagenet import DeviceLoader, imagenet_datasets, subset
 from .memory import InMemoryLoader, random_crop_flip
 from .sources import (
     ImageArrays,
-    balanced_subset,
     load_cifar100,
     load_fashion_mnist_as_cifar,
     make_synthetic,
@@ -69,24 +70,6 @@ def check_split_sizes(cfg_dataset: CfgNode, labels: torch.Tensor, num_classes: i
         if 0 < size < num_classes:
             raise ValueError(f"DATASET.{key} = {size} is fewer than the {num_classes} classes of {dataset}: a "
                              "class-balanced split needs at least one image per class")
-
-
-def holdout_split(
-    labels: torch.Tensor, val_size: int, val_seed: int, train_subset: int, subset_seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training indices, validation indices) into the training split.
-
-    `val_size` class-balanced images are held out first, fixed by `val_seed` alone, so a teacher and its
-    students (which may train on subsets of different sizes) hold out the same images; `train_subset` images
-    (0: all the others) are then drawn from the rest with `subset_seed`. Disjoint by construction; with
-    `val_size` 0 the training indices are the plain balanced subset.
-    """
-    everything = torch.arange(len(labels))
-    held_out = torch.zeros(len(labels), dtype=torch.bool)
-    if val_size > 0:
-        held_out[balanced_subset(labels, val_size, val_seed)] = True
-    rest = everything[~held_out]
-    return rest[balanced_subset(labels[rest], train_subset, subset_seed)], everything[held_out]
 
 
 def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:

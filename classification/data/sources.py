@@ -109,20 +109,3 @@ def make_synthetic(num_classes: int, num_train: int, num_test: int, image_size: 
 
     train, test = draw(num_train), draw(num_test)
     return ImageArrays(*train, *test, num_classes, *_channel_stats(train[0]))
-
-
-def balanced_subset(labels: Tensor, size: int, seed: int) -> Tensor:
-    """Indices of `size` items drawn at random with the classes as balanced as the counts allow.
-
-    Items are shuffled, ranked within their class, and taken in rank order; the result is sorted.
-    """
-    if size <= 0 or size >= len(labels):
-        return torch.arange(len(labels))
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    shuffled = labels[order]
-    rank = torch.empty_like(order)
-    for cls in shuffled.unique():
-        members = (shuffled == cls).nonzero().flatten()
-        rank[members] = torch.arange(len(members))
-    chosen = order[torch.sort(rank, stable=True).indices[:size]]
-    return torch.sort(chosen).values

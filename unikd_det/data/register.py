@@ -8,17 +8,35 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..core.splits import holdout_split
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .mosaic import generate_mosaic_dataset
 
 TRAIN_NAME = "fashion_mosaic_train"
 VAL_NAME = "fashion_mosaic_val"
-# The validation canvases use their own seed, so that they never replay the training canvases' layouts.
+HOLDOUT_NAME = "fashion_mosaic_holdout"
+# The validation and holdout canvases use their own seeds, so that they never replay the training layouts.
 _VAL_SEED_OFFSET = 1_000_003
-BUILTIN_NAMES = (TRAIN_NAME, VAL_NAME)
+_HOLDOUT_SEED_OFFSET = 2_000_003
+BUILTIN_NAMES = (TRAIN_NAME, VAL_NAME, HOLDOUT_NAME)
+# The Fashion-MNIST training items that no training canvas uses; the holdout canvases are built from them.
+# They are the images the classification configs hold out for validation (Base-FashionMNIST.yaml:
+# DATASET.VAL_SIZE 5000, VAL_SEED 0), so both front ends tune on the same unseen items.
+HOLDOUT_ITEMS = 5000
+HOLDOUT_ITEM_SEED = 0
+
+
+def mosaic_item_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the training canvases' items, indices of the holdout canvases' items) into the Fashion-MNIST
+    training split: `HOLDOUT_ITEMS` class-balanced items fixed by `HOLDOUT_ITEM_SEED` are held out
+    (`unikd_det.core.splits.holdout_split`), disjoint from the rest."""
+    train, held = holdout_split(torch.from_numpy(np.asarray(labels)), HOLDOUT_ITEMS, HOLDOUT_ITEM_SEED)
+    return train.numpy(), held.numpy()
 
 
 def _register_coco(name: str, json_file: Path) -> None:
@@ -44,14 +62,18 @@ def register_fashion_mosaic(
     num_val: int = 200,
     canvas_size: int = 128,
     seed: int = 0,
-) -> tuple[str, str]:
-    """Generate (when missing or stale) and register the Fashion-MNIST mosaic train and val sets.
+    num_holdout: int = 200,
+) -> tuple[str, str, str]:
+    """Generate (when missing or stale) and register the Fashion-MNIST mosaic train, val and holdout sets.
 
-    The training canvases are built from the Fashion-MNIST train split with ``seed`` into
-    ``root/train``; the validation canvases from the test split, with a seed derived from ``seed``,
-    into ``root/val``. Both are registered as COCO instance sets (category ids 1..10 become contiguous
-    ids 0..9; ``thing_classes`` holds the 10 Fashion-MNIST names). Calling again is cheap and safe:
-    existing data matching the settings is reused and an identical registration is left as it is.
+    The training canvases are built with ``seed`` into ``root/train`` from the Fashion-MNIST train split
+    less the items of :func:`mosaic_item_split`'s holdout; the holdout canvases from those held-out items
+    into ``root/holdout``, and the validation canvases from the test split into ``root/val``, each with a
+    seed derived from ``seed``. Choices (schedules, defaults, epochs) are made on the holdout set, whose
+    items no training canvas shows; results are reported on the validation set. All three are registered
+    as COCO instance sets (category ids 1..10 become contiguous ids 0..9; ``thing_classes`` holds the 10
+    Fashion-MNIST names). Calling again is cheap and safe: existing data matching the settings is reused
+    and an identical registration is left as it is.
 
     Args:
         root: folder of the generated sets; a relative path is resolved against the working directory.
@@ -59,25 +81,29 @@ def register_fashion_mosaic(
         num_val: number of validation canvases.
         canvas_size: side of the square canvases in pixels.
         seed: seed of the training canvases.
+        num_holdout: number of holdout canvases.
 
     Returns:
-        The registered names ``("fashion_mosaic_train", "fashion_mosaic_val")``.
+        The registered names ``("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout")``.
 
     Raises:
         FileNotFoundError: the Fashion-MNIST files are not installed.
         ValueError: invalid sizes (see :func:`~unikd_det.data.mosaic.generate_mosaic_dataset`).
     """
     root = Path(root).resolve()
-    for name, split, subdir, num_images, split_seed in (
-        (TRAIN_NAME, "train", "train", num_train, seed),
-        (VAL_NAME, "test", "val", num_val, seed + _VAL_SEED_OFFSET),
+    train_images, train_labels = load_fashion_mnist("train")
+    train_items, holdout_items = mosaic_item_split(train_labels)
+    for name, (images, labels), subdir, num_images, split_seed in (
+        (TRAIN_NAME, (train_images[train_items], train_labels[train_items]), "train", num_train, seed),
+        (VAL_NAME, load_fashion_mnist("test"), "val", num_val, seed + _VAL_SEED_OFFSET),
+        (HOLDOUT_NAME, (train_images[holdout_items], train_labels[holdout_items]), "holdout", num_holdout,
+         seed + _HOLDOUT_SEED_OFFSET),
     ):
-        images, labels = load_fashion_mnist(split)
         json_file = generate_mosaic_dataset(
             images, labels, root / subdir, num_images, canvas_size=canvas_size, seed=split_seed
         )
         _register_coco(name, json_file)
-    return TRAIN_NAME, VAL_NAME
+    return TRAIN_NAME, VAL_NAME, HOLDOUT_NAME
 
 
 def register_builtin_datasets(dataset_names: Iterable[str], root: str | Path) -> None:
