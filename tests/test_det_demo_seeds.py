@@ -19,6 +19,7 @@ FAKE_AP = {
     "unikd": {0: 11.0, 1: 11.0, 2: 13.0},  # - student: 1, -1, 2
 }
 TEACHER_AP = 30.0
+HOLDOUT_SHIFT = -5.0  # the fake holdout AP is the validation AP + HOLDOUT_SHIFT, so the two tables differ
 
 
 def load_demo():
@@ -39,7 +40,9 @@ def fake_demo(monkeypatch):
         calls.append(cfg)
         folder = Path(cfg.OUTPUT_DIR)
         ap = TEACHER_AP if folder.name == "teacher" else FAKE_AP[folder.name][cfg.SEED]
-        return {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2, "APs": math.nan}
+        shifts = {"fashion_mosaic_val": 0.0, "fashion_mosaic_holdout": HOLDOUT_SHIFT}
+        return {test_set: {"AP": ap + shifts[test_set], "AP50": 2 * ap, "AP75": ap / 2, "APs": math.nan}
+                for test_set in cfg.DATASETS.TEST}
 
     monkeypatch.setattr(demo, "register_fashion_mosaic", lambda root: None)
     monkeypatch.setattr(demo, "train_and_evaluate", fake_train_and_evaluate)
@@ -63,9 +66,11 @@ def test_every_student_stage_trains_once_per_seed_and_the_teacher_once(fake_demo
             assert cfg.DISTILL.TEACHER.WEIGHTS == str(tmp_path / "teacher" / "model_final.pth")
     written = (tmp_path / "seed2" / "kd" / "config.yaml").read_text()  # what tools/analyze_det.py reads
     assert "SEED: 2" in written and str(tmp_path / "teacher" / "model_final.pth") in written
+    assert {tuple(c.DATASETS.TEST) for c in calls} == {("fashion_mosaic_val", "fashion_mosaic_holdout")}
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["seeds"] == [0, 1, 2] and saved["teacher"]["AP"] == TEACHER_AP
-    assert [run["AP"] for run in saved["students"]["kd"]] == [12.0, 14.5, 12.5]
+    assert saved["seeds"] == [0, 1, 2] and saved["teacher"]["fashion_mosaic_val"]["AP"] == TEACHER_AP
+    assert [run["fashion_mosaic_val"]["AP"] for run in saved["students"]["kd"]] == [12.0, 14.5, 12.5]
+    assert [run["fashion_mosaic_holdout"]["AP"] for run in saved["students"]["kd"]] == [7.0, 9.5, 7.5]
 
 
 def test_the_aggregate_equals_a_hand_computation(fake_demo, tmp_path):
@@ -93,16 +98,24 @@ def test_the_aggregate_equals_a_hand_computation(fake_demo, tmp_path):
     assert "difference" not in summary["student"]
 
     report = run(demo, tmp_path, "--seeds", "0", "1", "2")
-    assert "3 seeds (0, 1, 2)" in report
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in report.splitlines()
-            if line.startswith("| ")}
+    validation, holdout = report.split("\n\n")
+    assert validation.startswith(demo.TITLE + ", 3 seeds (0, 1, 2):")
+    assert holdout.startswith(demo.HOLDOUT_TITLE + ", 3 seeds (0, 1, 2):")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in validation.splitlines() if line.startswith("| ")}
     assert rows["Student R18-FPN + ROI-KD"][:4] == ["90", "13.00 +- 1.32", "26.00 +- 2.65", "6.50 +- 0.66"]
     assert rows["Student R18-FPN + ROI-KD"][4] == "+2.00 [+0.76, +3.24] *"
     assert rows["Student R18-FPN + UniKD"][4] == "+0.67 [-3.13, +4.46]"
     assert rows["Student R18-FPN (no KD)"][4:] == ["", "", ""]
     assert rows["Teacher R18-FPN"][1:4] == ["30.00", "60.00", "15.00"]
     assert "ranked only where that interval excludes zero" in report
-    assert "Ranked: kd is above the plain student in AP (+2.00 [+0.76, +3.24])." in report
+    assert "Ranked: kd is above the plain student in AP (+2.00 [+0.76, +3.24])." in validation
+    # The holdout table: every AP shifted by the same amount, so the means move and the differences do not.
+    holdout_rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+                    for line in holdout.splitlines() if line.startswith("| ")}
+    assert holdout_rows["Student R18-FPN + ROI-KD"][1] == "8.00 +- 1.32"
+    assert holdout_rows["Student R18-FPN + ROI-KD"][4] == "+2.00 [+0.76, +3.24] *"
+    assert holdout_rows["Teacher R18-FPN"][1] == "25.00"
     assert (tmp_path / "results.md").read_text() == report + "\n"
 
 
@@ -111,6 +124,7 @@ def test_one_seed_says_it_ranks_nothing(fake_demo, tmp_path):
     report = run(demo, tmp_path)
     assert [Path(c.OUTPUT_DIR) for c in calls[1:]] == [tmp_path / m for m in FAKE_AP]  # the configs' SEED
     assert {c.SEED for c in calls} == {calls[0].SEED}
+    assert {tuple(c.DATASETS.TEST) for c in calls} == {("fashion_mosaic_val",)}  # the configs' own: val only
     assert "One seed does not rank methods" in report and "make bench-det" in report
     assert "+-" not in report
 
@@ -122,3 +136,16 @@ def test_seeds_need_the_plain_student_and_distinct_values(fake_demo, tmp_path):
     with pytest.raises(SystemExit):
         run(demo, tmp_path, "--seeds", "0", "0")
     assert calls == []
+
+
+def test_box_metrics_are_keyed_by_test_set_also_when_detectron2_flattens_one_set():
+    """DefaultTrainer.test returns {set: {"bbox": ...}} for several sets and the bare {"bbox": ...} for one."""
+    from detectron2.config import get_cfg
+
+    demo = load_demo()
+    cfg = get_cfg()
+    cfg.DATASETS.TEST = ("fashion_mosaic_val",)
+    assert demo.bbox_by_dataset(cfg, {"bbox": {"AP": 1.0}}) == {"fashion_mosaic_val": {"AP": 1.0}}
+    cfg.DATASETS.TEST = ("fashion_mosaic_val", "fashion_mosaic_holdout")
+    both = {"fashion_mosaic_val": {"bbox": {"AP": 1.0}}, "fashion_mosaic_holdout": {"bbox": {"AP": 2.0}}}
+    assert demo.bbox_by_dataset(cfg, both) == {"fashion_mosaic_val": {"AP": 1.0}, "fashion_mosaic_holdout": {"AP": 2.0}}
