@@ -106,7 +106,12 @@ def test_the_aggregate_equals_a_hand_computation(fake_demo, tmp_path):
     assert rows["Student R18-FPN + ROI-KD"][:4] == ["90", "13.00 +- 1.32", "26.00 +- 2.65", "6.50 +- 0.66"]
     assert rows["Student R18-FPN + ROI-KD"][4] == "+2.00 [+0.76, +3.24] *"
     assert rows["Student R18-FPN + UniKD"][4] == "+0.67 [-3.13, +4.46]"
-    assert rows["Student R18-FPN (no KD)"][4:] == ["", "", ""]
+    assert rows["Student R18-FPN (no KD)"][4:] == ["", "", "", ""]
+    assert rows["Student R18-FPN + ROI-KD"][7] == ""
+    # unikd - kd in AP: -1, -3.5, 0.5 -> mean -4/3, sample std sqrt(((1/3)^2 + (13/6)^2 + (11/6)^2) / 2).
+    deviations = (-1 + 4 / 3, -3.5 + 4 / 3, 0.5 + 4 / 3)
+    half = T_975_DF2 * math.sqrt(sum(d * d for d in deviations) / 2) / math.sqrt(3)
+    assert rows["Student R18-FPN + UniKD"][7] == f"{-4 / 3:+.2f} [{-4 / 3 - half:+.2f}, {-4 / 3 + half:+.2f}]"
     assert rows["Teacher R18-FPN"][1:4] == ["30.00", "60.00", "15.00"]
     assert "ranked only where that interval excludes zero" in report
     assert "Ranked: kd is above the plain student in AP (+2.00 [+0.76, +3.24])." in validation
@@ -149,3 +154,21 @@ def test_box_metrics_are_keyed_by_test_set_also_when_detectron2_flattens_one_set
     cfg.DATASETS.TEST = ("fashion_mosaic_val", "fashion_mosaic_holdout")
     both = {"fashion_mosaic_val": {"bbox": {"AP": 1.0}}, "fashion_mosaic_holdout": {"bbox": {"AP": 2.0}}}
     assert demo.bbox_by_dataset(cfg, both) == {"fashion_mosaic_val": {"AP": 1.0}, "fashion_mosaic_holdout": {"AP": 2.0}}
+
+
+@pytest.mark.parametrize("method", sorted(load_demo().ABLATION_STAGES))
+def test_each_ablation_stage_is_the_unikd_stage_with_its_switch_changed(method, tmp_path):
+    """The ablation stage's config differs from the UniKD stage's in exactly its overridden keys, passes the
+    config checks, and its model builds (the switch's values are accepted)."""
+    from unikd_det.config import validate_config
+    from unikd_det.core.checks import config_differences
+    from unikd_det.trainer import DistillTrainer
+
+    demo = load_demo()
+    stage = demo.STUDENT_STAGES[method]
+    common = (tmp_path, "configs/Demo/teacher-R18.yaml", tmp_path / "teacher.pth", 0)
+    unikd = demo.stage_config(demo.STUDENT_STAGES["unikd"].config, *common)
+    cfg = demo.stage_config(stage.config, *common, opts=stage.opts)
+    assert set(config_differences(unikd, cfg)) == set(stage.opts[::2])
+    validate_config(cfg)
+    assert DistillTrainer.build_model(cfg).training

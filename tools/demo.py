@@ -42,6 +42,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -59,16 +60,43 @@ from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.data.register import HOLDOUT_NAME, VAL_NAME  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
-# Student stages by method name: (table title, config). `--det-methods` picks and orders them.
+
+
+class Stage(NamedTuple):
+    """A student stage: its table title, its config and `KEY VALUE` overrides on top of that config."""
+
+    title: str
+    config: str
+    opts: tuple[str, ...] = ()
+
+
+UNIKD_CONFIG = "configs/Demo/UniKD-R18.yaml"
+# Student stages by method name. `--det-methods` picks and orders them.
 STUDENT_STAGES = {
-    "student": ("Student R18-FPN (no KD)", "configs/Demo/student-R18.yaml"),
-    "kd": ("Student R18-FPN + ROI-KD", "configs/Demo/KD-R18.yaml"),
-    "dkd": ("Student R18-FPN + DKD", "configs/Demo/DKD-R18.yaml"),
-    "fitnet": ("Student R18-FPN + FitNet", "configs/Demo/FitNet-R18.yaml"),
-    "fitnet_kd": ("Student R18-FPN + FitNet + KD", "configs/Demo/FitNet-KD-R18.yaml"),
-    "reviewkd": ("Student R18-FPN + ReviewKD (KR)", "configs/Demo/ReviewKD-R18.yaml"),
-    "unikd": ("Student R18-FPN + UniKD", "configs/Demo/UniKD-R18.yaml"),
+    "student": Stage("Student R18-FPN (no KD)", "configs/Demo/student-R18.yaml"),
+    "kd": Stage("Student R18-FPN + ROI-KD", "configs/Demo/KD-R18.yaml"),
+    "dkd": Stage("Student R18-FPN + DKD", "configs/Demo/DKD-R18.yaml"),
+    "fitnet": Stage("Student R18-FPN + FitNet", "configs/Demo/FitNet-R18.yaml"),
+    "fitnet_kd": Stage("Student R18-FPN + FitNet + KD", "configs/Demo/FitNet-KD-R18.yaml"),
+    "reviewkd": Stage("Student R18-FPN + ReviewKD (KR)", "configs/Demo/ReviewKD-R18.yaml"),
+    "unikd": Stage("Student R18-FPN + UniKD", UNIKD_CONFIG),
 }
+# The detection UniKD ablation: the UniKD stage with one switch away from its default (p2..p6 fused by AFF of
+# width 32, POOLER_RESOLUTION 4, ALPHA 1, LOGIT_LOSS kl, TARGET_FIT gaussian_nll, MODE paper).
+ABLATION_STAGES = {
+    "unikd_p5_only": Stage("UniKD, FDP on p5 alone (no AFF)", UNIKD_CONFIG,
+                           ("DISTILL.UNIKD.IN_FEATURES", "['p5']", "DISTILL.UNIKD.AFF.ENABLED", "False")),
+    "unikd_aff16": Stage("UniKD, AFF width 16", UNIKD_CONFIG, ("DISTILL.UNIKD.AFF.CHANNELS", "16")),
+    "unikd_aff64": Stage("UniKD, AFF width 64", UNIKD_CONFIG, ("DISTILL.UNIKD.AFF.CHANNELS", "64")),
+    "unikd_pool7": Stage("UniKD, POOLER_RESOLUTION 7", UNIKD_CONFIG, ("DISTILL.UNIKD.POOLER_RESOLUTION", "7")),
+    "unikd_alpha0.5": Stage("UniKD, ALPHA 0.5", UNIKD_CONFIG, ("DISTILL.UNIKD.ALPHA", "0.5")),
+    "unikd_alpha2": Stage("UniKD, ALPHA 2", UNIKD_CONFIG, ("DISTILL.UNIKD.ALPHA", "2.0")),
+    "unikd_logit_dkd": Stage("UniKD, LOGIT_LOSS dkd", UNIKD_CONFIG, ("DISTILL.UNIKD.LOGIT_LOSS", "dkd")),
+    "unikd_logit_none": Stage("UniKD, LOGIT_LOSS none", UNIKD_CONFIG, ("DISTILL.UNIKD.LOGIT_LOSS", "none")),
+    "unikd_no_target_fit": Stage("UniKD, TARGET_FIT none", UNIKD_CONFIG, ("DISTILL.UNIKD.TARGET_FIT", "none")),
+    "unikd_authors_code": Stage("UniKD, MODE authors_code", UNIKD_CONFIG, ("DISTILL.UNIKD.MODE", "authors_code")),
+}
+STUDENT_STAGES.update(ABLATION_STAGES)
 DEFAULT_DET_METHODS = ("student", "unikd")
 TITLE = "COCO box AP on the Fashion-MNIST mosaic validation set (200 images, 128x128)"
 HOLDOUT_TITLE = ("COCO box AP on the holdout mosaics (200 images from training-split items no training canvas "
@@ -76,18 +104,21 @@ HOLDOUT_TITLE = ("COCO box AP on the holdout mosaics (200 images from training-s
 # --seeds evaluates every stage on both: the reported split, and the holdout that choices are made on.
 SEEDS_TEST_SETS = (VAL_NAME, HOLDOUT_NAME)
 BASELINE = "student"  # the method every other one is compared with over seeds
+KD_BASELINE = "kd"  # also compared with, in AP, when among the methods (the UniKD ablation's reference)
 CONFIDENCE = 0.95
 METRICS = ("AP", "AP50", "AP75")
 CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_mnist_demo.yaml"
 
 
 def stage_config(config_file: str, output_dir: Path, teacher_config: str, teacher_weights: Path,
-                 seed: int | None = None, test_sets: tuple[str, ...] | None = None) -> CfgNode:
-    """The stage's config, writing to `output_dir`, distilling from the demo's teacher; SEED = `seed` and
-    DATASETS.TEST = `test_sets` where given."""
+                 seed: int | None = None, test_sets: tuple[str, ...] | None = None,
+                 opts: tuple[str, ...] = ()) -> CfgNode:
+    """The stage's config (`config_file`, then the `KEY VALUE` overrides `opts`), writing to `output_dir`,
+    distilling from the demo's teacher; SEED = `seed` and DATASETS.TEST = `test_sets` where given."""
     cfg = get_cfg()
     add_distill_config(cfg)
     merge_config_file(cfg, str(REPO / config_file))
+    cfg.merge_from_list(list(opts))
     cfg.OUTPUT_DIR = str(output_dir)
     if seed is not None:
         cfg.SEED = seed
@@ -132,8 +163,9 @@ def student_folder(output: Path, method: str, seed: int | None) -> Path:
 
 
 def summarize_seeds(results: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
-    """Per method: mean and sample std of each metric over the seeds, and (other than the BASELINE) the paired
-    difference to the BASELINE over the same seeds with its CONFIDENCE t-interval. `results[method][i]` is
+    """Per method: mean and sample std of each metric over the seeds; other than the BASELINE, the paired
+    difference of each metric to the BASELINE over the same seeds with its CONFIDENCE t-interval; and, when
+    KD_BASELINE is among the methods, the paired AP difference to it ("kd_difference"). `results[method][i]` is
     the method's result with the i-th seed."""
     summary = {}
     for method, runs in results.items():
@@ -143,17 +175,23 @@ def summarize_seeds(results: dict[str, list[dict[str, float]]]) -> dict[str, dic
                 m: paired_difference([run[m] for run in runs], [run[m] for run in results[BASELINE]], CONFIDENCE)
                 for m in METRICS
             }
+        if KD_BASELINE in results and method not in (BASELINE, KD_BASELINE):
+            entry["kd_difference"] = paired_difference(
+                [run["AP"] for run in runs], [run["AP"] for run in results[KD_BASELINE]], CONFIDENCE)
         summary[method] = entry
     return summary
 
 
 def seeds_report(teacher_row: list, summary: dict[str, dict], iterations: dict[str, int], seeds: list[int],
                  title: str = TITLE) -> str:
-    """The over-seeds table of one test set (mean +- std, paired differences to the plain student) and how to
-    read it."""
+    """The over-seeds table of one test set (mean +- std, paired differences to the plain student and, when
+    ROI-KD ran, the AP difference to ROI-KD) and how to read it."""
     level = f"{CONFIDENCE:.0%}"
+    with_kd = any("kd_difference" in entry for entry in summary.values())
     headers = ["Model", "Iterations", *METRICS, *[f"{m} - student [{level} CI]" for m in METRICS]]
-    rows = [[*teacher_row[:2], *(f"{value:.2f}" for value in teacher_row[2:]), "", "", ""]]
+    headers += [f"AP - ROI-KD [{level} CI]"] if with_kd else []
+    blank = [""] * (len(headers) - 2 - len(METRICS))
+    rows = [[*teacher_row[:2], *(f"{value:.2f}" for value in teacher_row[2:]), *blank]]
 
     def marked(diff: PairedDifference) -> str:
         return f"{diff}{' *' if diff.separated else ''}"
@@ -162,18 +200,21 @@ def seeds_report(teacher_row: list, summary: dict[str, dict], iterations: dict[s
     for method, entry in summary.items():
         cells = [f"{mean:.2f} +- {std:.2f}" for mean, std in entry["mean_std"].values()]
         differences = entry.get("difference")
-        rows.append([STUDENT_STAGES[method][0], iterations[method], *cells,
-                     *([marked(d) for d in differences.values()] if differences else ["", "", ""])])
-        if differences and differences["AP"].separated:
-            verdict = "above" if differences["AP"].mean > 0 else "below"
-            ranked.append(f"{method} is {verdict} the plain student in AP ({differences['AP']})")
+        cells += [marked(d) for d in differences.values()] if differences else ["", "", ""]
+        cells += [marked(entry["kd_difference"]) if "kd_difference" in entry else ""] if with_kd else []
+        rows.append([STUDENT_STAGES[method].title, iterations[method], *cells])
+        for reference, diff in (("the plain student", (differences or {}).get("AP")),
+                                ("ROI-KD", entry.get("kd_difference"))):
+            if diff is not None and diff.separated:
+                ranked.append(f"{method} is {'above' if diff.mean > 0 else 'below'} {reference} in AP ({diff})")
     table = tabulate(rows, headers=headers, tablefmt="github")
     return "\n".join([
         f"{title}, {len(seeds)} seeds ({', '.join(map(str, seeds))}):",
         table,
-        f"Mean +- sample std over the seeds (the teacher is trained once). '- student': the mean paired "
-        f"difference to the plain student with the same seed (same initial weights and data order), with its "
-        f"{level} t-interval over the seeds. Methods are ranked only where that interval excludes zero (*).",
+        f"Mean +- sample std over the seeds (the teacher is trained once). '- student' ('- ROI-KD'): the mean "
+        f"paired difference to the plain student (ROI-KD) with the same seed (same initial weights and data "
+        f"order), with its {level} t-interval over the seeds. Methods are ranked only where that interval "
+        f"excludes zero (*).",
         ("Ranked: " + "; ".join(ranked) + ".") if ranked
         else f"No method's AP differs from the plain student's at {level} confidence: this table ranks none.",
     ])
@@ -199,14 +240,14 @@ def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger
     teacher_weights = output / "teacher" / "model_final.pth"
     seeds = args.seeds or [None]
     test_sets = SEEDS_TEST_SETS if args.seeds else None
-    stages = [(None, "teacher", args.teacher_config, output / "teacher", None)]
-    stages += [(STUDENT_STAGES[m][0], m, STUDENT_STAGES[m][1], student_folder(output, m, seed), seed)
+    stages = [(Stage("", args.teacher_config), "teacher", output / "teacher", None)]
+    stages += [(STUDENT_STAGES[m], m, student_folder(output, m, seed), seed)
                for seed in seeds for m in args.det_methods]
     results: dict[str, list[dict[str, dict[str, float]]]] = {}
     iterations: dict[str, int] = {}
     start = time.perf_counter()
-    for index, (title, name, config_file, folder, seed) in enumerate(stages, 1):
-        cfg = stage_config(config_file, folder, args.teacher_config, teacher_weights, seed, test_sets)
+    for index, ((title, config_file, opts), name, folder, seed) in enumerate(stages, 1):
+        cfg = stage_config(config_file, folder, args.teacher_config, teacher_weights, seed, test_sets, opts)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(cfg.dump())  # what the stage ran with (tools/analyze_det.py reads it)
         title = title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN"
@@ -233,7 +274,7 @@ def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger
 
     if len(seeds) == 1:
         teacher_row, by_method = on(reported)
-        rows = [teacher_row] + [[STUDENT_STAGES[m][0], iterations[m]] + [round(runs[0][k], 2) for k in METRICS]
+        rows = [teacher_row] + [[STUDENT_STAGES[m].title, iterations[m]] + [round(runs[0][k], 2) for k in METRICS]
                                 for m, runs in by_method.items()]
         report = one_seed_report(rows)
     else:
