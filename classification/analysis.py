@@ -48,21 +48,27 @@ def _student_checkpoint(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir} holds neither {' nor '.join(STUDENT_FILES)}: is it a finished run?")
 
 
-def run_logits(run_dir: str | Path, device: str = "cpu") -> tuple[Tensor, Tensor]:
+def run_logits(run_dir: str | Path, device: str = "cpu",
+               teacher_cache: dict[tuple, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """(student logits, teacher logits), each [N_test, K], of a finished run on its config's test split; the
-    student is the run's selected epoch (best_student.pth), or its last one."""
+    student is the run's selected epoch (best_student.pth), or its last one. `teacher_cache` (shared by the
+    runs of one call) keeps the teacher's logits per teacher and test set, so a grid's runs score it once."""
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{config} not found: analyze needs a run folder written by `train`")
     cfg = load_cfg(config, ["TRAIN.DEVICE", device, "TRAIN.PROGRESS", False])
     data = build_data(cfg, torch.device(device))
-    teacher = load_named_teacher(cfg, data.num_classes, data.family)
-    if teacher is None:
-        raise ValueError(f"{config} names no teacher (MODEL.TEACHER, MODEL.TEACHER_CHECKPOINT): nothing to compare")
+    teacher_cache = {} if teacher_cache is None else teacher_cache
+    key = (cfg.MODEL.TEACHER, cfg.MODEL.TEACHER_CHECKPOINT, cfg.DATASET.NAME, cfg.DATASET.ROOT, device)
+    if key not in teacher_cache:
+        teacher = load_named_teacher(cfg, data.num_classes, data.family)
+        if teacher is None:
+            raise ValueError(f"{config} names no teacher (MODEL.TEACHER, MODEL.TEACHER_CHECKPOINT): nothing to compare")
+        teacher_cache[key] = predict(teacher.to(device), data.test, False, nullcontext)[0].cpu()
     student = build_model(cfg.MODEL.STUDENT, data.num_classes, data.family)
     load_network(student, _student_checkpoint(run_dir), cfg.MODEL.STUDENT, data.num_classes)
-    return tuple(predict(model.to(device), data.test, False, nullcontext)[0].cpu() for model in (student, teacher))
+    return predict(student.to(device), data.test, False, nullcontext)[0].cpu(), teacher_cache[key]
 
 
 def read_loss_curves(run_dir: str | Path) -> dict[str, list[float]]:
@@ -108,13 +114,13 @@ def analyze(runs: Sequence[str | Path], output_dir: str | Path, device: str = "c
         raise ValueError("analyze needs at least one --run folder")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results, diffs, corr, curves = {}, {}, {}, {}
+    results, diffs, corr, curves, teacher_cache = {}, {}, {}, {}, {}
     for run in map(Path, runs):
         name = run_label(run)
         if name in results:
             raise ValueError(f"two runs share the label {name!r}; analyze them separately")
         logger.info("analyzing %s", run)
-        student, teacher = run_logits(run, device)
+        student, teacher = run_logits(run, device, teacher_cache)
         loss_curves = read_loss_curves(run)
         diffs[name] = abs_logit_differences(student, teacher)
         corr[name] = correlation_difference(student, teacher)

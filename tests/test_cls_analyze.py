@@ -64,6 +64,22 @@ def test_analyze_writes_the_figures_and_the_direct_numbers(tmp_path, cls_cfg, tw
         assert len(rows) == 2 and all(float(r["test_ce"]) > 0 and float(r["test_kd"]) >= 0 for r in rows)
 
 
+def test_analyze_scores_a_shared_teacher_once(tmp_path, two_runs, monkeypatch):
+    """Both runs name the same teacher checkpoint: it is loaded and scored once, and both runs get its logits."""
+    from classification import analysis
+
+    loads = []
+    real = analysis.load_named_teacher
+    monkeypatch.setattr(analysis, "load_named_teacher", lambda *a: loads.append(a) or real(*a))
+    runs, _ = two_runs
+    cache = {}
+    teachers = [analysis.run_logits(run, teacher_cache=cache)[1] for run in runs]
+    assert len(loads) == 1 and len(cache) == 1
+    assert teachers[0] is teachers[1]
+    assert torch.equal(analysis.run_logits(runs[0])[1], teachers[0])  # no cache: loaded again, same logits
+    assert len(loads) == 2
+
+
 def test_analyze_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         analyze([tmp_path], tmp_path / "out")
