@@ -234,8 +234,8 @@ def _mosaic_root(tmp_path_factory):
 
 @pytest.fixture
 def mosaic_data(_mosaic_root):
-    """("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout") registered on the tiny set (re-registered per test,
-    a cheap no-op, in case another test replaced or removed the registration)."""
+    """("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout") registered on the tiny set
+    (re-registered per test, a cheap no-op, in case another test replaced or removed the registration)."""
     from unikd_det.data import register_fashion_mosaic
 
     return register_fashion_mosaic(root=_mosaic_root, num_train=16, num_val=8, canvas_size=IMAGE_SIZE,
