@@ -300,6 +300,8 @@ _GRID = {
     ("overrides", "[SOLVER.EPOCHS]", "overrides"),
     ("teachers", "{resnet14: {overrides: []}}", "teachers.resnet14"),
     ("teachers", "{resnet14: {config: base.yaml, overrides: [SOLVER.LR]}}", "teachers.resnet14.overrides"),
+    ("reference", "unikd", "reference"),
+    ("reference", "[vanilla]", "reference"),
 ])
 def test_bench_grid_of_the_wrong_shape_is_refused_naming_file_and_key(cls_cfg, tmp_path, key, value, named):
     _write_config(cls_cfg(), tmp_path / "base.yaml")

@@ -10,6 +10,7 @@ Grid file (YAML; paths relative to it):
     pairs: [{teacher: resnet56, student: resnet20}]
     methods: {vanilla: ../fashion_mnist/vanilla.yaml, kd: ../fashion_mnist/kd.yaml, ...}
     seeds: [0, 1]
+    reference: unikd                            # optional: a method every other is compared with on validation
 
 Every run lives in its own folder; a finished run (summary.json present) is skipped and an interrupted one
 resumes from its last.pth, so rerunning the same command continues the grid. A run whose folder was written
@@ -37,7 +38,7 @@ from .report import write_reports
 
 logger = logging.getLogger("classification.bench")
 
-_GRID_KEYS = {"output_dir", "overrides", "teachers", "pairs", "methods", "seeds"}
+_GRID_KEYS = {"output_dir", "overrides", "teachers", "pairs", "methods", "seeds", "reference"}
 _TEACHER_KEYS = {"config", "overrides", "checkpoint", "arch"}
 
 
@@ -108,6 +109,10 @@ def _check_shape(path: Path, grid: dict[str, Any]) -> None:
     _require(isinstance(methods, dict) and methods != {} and all(isinstance(v, str) for v in methods.values()),
              path, "methods", "a non-empty mapping of method labels to config files", methods)
     _require(isinstance(pairs, list) and pairs != [], path, "pairs", "a non-empty list", pairs)
+    if "reference" in grid:
+        reference = grid["reference"]
+        _require(isinstance(reference, str) and reference in methods, path, "reference",
+                 f"one of the grid's methods {sorted(methods)}", reference)
     for index, pair in enumerate(pairs):
         _require(isinstance(pair, dict) and set(pair) == {"teacher", "student"}, path, f"pairs[{index}]",
                  "a mapping with `teacher` and `student`", pair)
@@ -193,7 +198,7 @@ def run_grid(path: str | Path, output_dir: str | Path | None = None, dry_run: bo
     for index, (label, run) in enumerate(cells, start=1):
         logger.info("cell %d/%d", index, len(cells))
         rows.append({**label, **_execute(run, cfgs[run.name])})
-        write_reports(rows, out)
+        write_reports(rows, out, grid.get("reference"))
     for pair, runs in analysis_sets(cells, grid["seeds"][0]).items():
         logger.info("analyzing %s (seed %d, %d methods)", pair, grid["seeds"][0], len(runs))
         analyze(runs, out / "analysis" / pair)

@@ -4,7 +4,9 @@ mean +- std over seeds, paired differences with 95% t-intervals), and results.pn
 The main number of every run is its test top-1 at the epoch selected on the validation split
 (`test_top1_selected`; the best test epoch when the runs hold out no validation data, which the table then
 says). Each method is compared with the plain student (`vanilla`) and with `kd` of the same pair, paired by
-seed; a difference counts only where its interval excludes zero (`unikd_det.core.stats`).
+seed; a difference counts only where its interval excludes zero (`unikd_det.core.stats`). A grid that names a
+`reference` method (an ablation's default) also gets each method's validation top-1 and its paired difference
+to the reference on validation: the split a default is chosen on, never the test split.
 """
 from __future__ import annotations
 
@@ -24,18 +26,27 @@ _CSV_COLUMNS = [
 ]
 
 
-def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
     """One entry per (pair, method), in first-seen order: mean and std of the selected, best (optimistic) and last
-    test top-1, and the paired differences of the selected top-1 to each baseline of the same pair."""
+    test top-1, and the paired differences of the selected top-1 to each baseline of the same pair; with a
+    `reference` method, also the mean and std of validation top-1 and its paired difference to the reference."""
+    if reference is not None and any(row.get("val_top1") is None for row in rows):
+        raise ValueError(f"the reference method {reference!r} is compared on validation top-1, but some runs hold "
+                         "out no validation split (DATASET.VAL_SIZE 0)")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["pair"], row["method"]), []).append(row)
     differences: dict[tuple[str, str, str], PairedDifference] = {}
+    on_val: dict[tuple[str, str], PairedDifference] = {}
     for pair in dict.fromkeys(p for p, _ in groups):
         by_seed = {m: {r["seed"]: r[MAIN] for r in members} for (p, m), members in groups.items() if p == pair}
         for baseline in BASELINES:
             for method, diff in paired_to_baseline(by_seed, baseline).items():
                 differences[(pair, method, baseline)] = diff
+        if reference is not None:
+            val_by_seed = {m: {r["seed"]: r["val_top1"] for r in members}
+                           for (p, m), members in groups.items() if p == pair}
+            on_val.update({(pair, m): d for m, d in paired_to_baseline(val_by_seed, reference).items()})
     table = []
     for (pair, method), members in groups.items():
         teacher = [r["teacher_top1"] for r in members if r.get("teacher_top1") is not None]
@@ -48,6 +59,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "teacher": teacher[0] if teacher else None,
             "vs": {b: differences.get((pair, method, b)) for b in BASELINES},
         })
+        if reference is not None:
+            table[-1].update(val=mean_std([r["val_top1"] for r in members]), val_vs_reference=on_val.get((pair, method)))
     return table
 
 
@@ -61,20 +74,23 @@ def _difference(diff: PairedDifference | None) -> str:
     return f"**{diff}**" if diff.separated else str(diff)
 
 
-def markdown_table(table: list[dict[str, Any]]) -> str:
-    """The README-style table; a bold difference is one whose 95 % interval excludes zero."""
+def markdown_table(table: list[dict[str, Any]], reference: str | None = None) -> str:
+    """The README-style table; a bold difference is one whose 95 % interval excludes zero. With a `reference`
+    method it ends with two validation columns: top-1 and the paired difference to the reference."""
     on_val = all(entry["selected_on"] == "val" for entry in table)
     main = "test top-1 at the val-selected epoch" if on_val else "test top-1 (best test epoch, no validation split)"
+    extra = f" val top-1 | val - {reference} [95% CI] |" if reference is not None else ""
     lines = [
         f"| pair | method | seeds | {main} | - vanilla [95% CI] | - KD [95% CI] | best test epoch (optimistic) "
-        "| last epoch | teacher |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| last epoch | teacher |{extra}",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * extra.count("|"),
     ]
     for e in table:
         teacher = f"{e['teacher']:.2f}" if e["teacher"] is not None else "-"
+        validation = f" {_pm(e['val'])} | {_difference(e['val_vs_reference'])} |" if reference is not None else ""
         lines.append(
             f"| {e['pair']} | {e['method']} | {e['seeds']} | {_pm(e['main'])} | {_difference(e['vs']['vanilla'])} "
-            f"| {_difference(e['vs']['kd'])} | {_pm(e['best'])} | {_pm(e['last'])} | {teacher} |"
+            f"| {_difference(e['vs']['kd'])} | {_pm(e['best'])} | {_pm(e['last'])} | {teacher} |{validation}"
         )
     notes = [
         "",
@@ -92,6 +108,11 @@ def _methods_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for baseline, diff in e["vs"].items():
             low, mean, high = (diff.low, diff.mean, diff.high) if diff else ("", "", "")
             row.update({f"minus_{baseline}": mean, f"minus_{baseline}_low": low, f"minus_{baseline}_high": high})
+        if "val" in e:
+            diff = e["val_vs_reference"]
+            row.update({"val_mean": e["val"][0], "val_std": e["val"][1], "val_minus_reference": diff.mean if diff else "",
+                        "val_minus_reference_low": diff.low if diff else "",
+                        "val_minus_reference_high": diff.high if diff else ""})
         rows.append(row)
     return rows
 
@@ -130,12 +151,13 @@ def _plot(table: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(rows: list[dict[str, Any]], output_dir: Path) -> None:
-    """Rewrite results.csv, methods.csv, results.md and results.png in output_dir from all runs so far."""
+def write_reports(rows: list[dict[str, Any]], output_dir: Path, reference: str | None = None) -> None:
+    """Rewrite results.csv, methods.csv, results.md and results.png in output_dir from all runs so far (with the
+    validation columns of `reference` when the grid names one)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(rows, _CSV_COLUMNS, output_dir / "results.csv")
-    table = aggregate(rows)
+    table = aggregate(rows, reference)
     methods = _methods_rows(table)
     _write_csv(methods, list(methods[0]), output_dir / "methods.csv")
-    atomic_write_text(markdown_table(table), output_dir / "results.md")
+    atomic_write_text(markdown_table(table, reference), output_dir / "results.md")
     _plot(table, output_dir / "results.png")
