@@ -1,4 +1,4 @@
-"""Command line: `python -m classification {train,eval,bench,analyze} ...`."""
+"""Command line: `python -m classification {train,eval,bench,report,analyze} ...`."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,13 @@ def _bench(args: argparse.Namespace) -> None:
         run_grid(args.grid, output_dir=args.output_dir, dry_run=args.dry_run)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from .bench import report_results
+
+    rows = report_results(args.results, args.output, reference=args.reference)
+    print(f"{len(rows)} runs from {len(args.results)} results.csv files -> {args.output}/results.md")
+
+
 def _analyze(args: argparse.Namespace) -> None:
     from .analysis import analyze
 
@@ -106,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=_bench)
+
+    report = sub.add_parser("report", help="one bench report from the results.csv files of a grid's parts")
+    report.add_argument("--results", nargs="+", required=True,
+                        help="results.csv files written by bench; a cell in several must agree in each")
+    report.add_argument("--output", required=True, help="folder for results.csv, methods.csv, results.md, results.png")
+    report.add_argument("--reference", help="a method to compare every method with on validation top-1 (a grid's "
+                                            "`reference`)")
+    report.set_defaults(func=_report)
 
     analyze = sub.add_parser("analyze", help="the UniKD paper's analyses (Figs. 3-5) of finished runs")
     analyze.add_argument("--run", action="append", required=True,

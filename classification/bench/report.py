@@ -20,7 +20,7 @@ from ..engine.checkpoint import atomic_write_text
 
 BASELINES = ("vanilla", "kd")
 MAIN = "test_top1_selected"
-_CSV_COLUMNS = [
+CSV_COLUMNS = [
     "pair", "method", "seed", "selected_on", "selected_epoch", "val_top1", MAIN, "best_top1", "best_epoch",
     "last_top1", "teacher_top1", "epochs", "num_train", "train_seconds",
 ]
@@ -155,7 +155,7 @@ def write_reports(rows: list[dict[str, Any]], output_dir: Path, reference: str |
     """Rewrite results.csv, methods.csv, results.md and results.png in output_dir from all runs so far (with the
     validation columns of `reference` when the grid names one)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(rows, _CSV_COLUMNS, output_dir / "results.csv")
+    _write_csv(rows, CSV_COLUMNS, output_dir / "results.csv")
     table = aggregate(rows, reference)
     methods = _methods_rows(table)
     _write_csv(methods, list(methods[0]), output_dir / "methods.csv")
