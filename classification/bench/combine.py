@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .report import CSV_COLUMNS, MAIN, write_reports
 
-# How each results.csv column is read back; an empty cell is None (no validation split, no teacher).
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "pair": str, "method": str, "seed": int, "selected_on": str, "selected_epoch": int, "val_top1": float,
-    MAIN: float, "best_top1": float, "best_epoch": int, "last_top1": float, "teacher_top1": float, "epochs": int,
-    "num_train": int, "train_seconds": float,
-}
 # The values a cell run again in another part must repeat exactly.
 _REPEATED = ("val_top1", MAIN)
 
@@ -38,13 +32,12 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         rows = []
         for line, raw in enumerate(reader, start=2):
             row = {}
-            for column in CSV_COLUMNS:
+            for column, kind in CSV_COLUMNS.items():  # an empty cell is None (no validation split, no teacher)
                 text = raw[column]
                 try:
-                    row[column] = None if text == "" else _PARSERS[column](text)
+                    row[column] = None if text == "" else kind(text)
                 except ValueError:
-                    raise ValueError(f"{path}, line {line}: {column} {text!r} is not a valid {_PARSERS[column].__name__}"
-                                     ) from None
+                    raise ValueError(f"{path}, line {line}: {column} {text!r} is not a valid {kind.__name__}") from None
             rows.append(row)
     return rows
 

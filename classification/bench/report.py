@@ -20,10 +20,12 @@ from ..engine.checkpoint import atomic_write_text
 
 BASELINES = ("vanilla", "kd")
 MAIN = "test_top1_selected"
-CSV_COLUMNS = [
-    "pair", "method", "seed", "selected_on", "selected_epoch", "val_top1", MAIN, "best_top1", "best_epoch",
-    "last_top1", "teacher_top1", "epochs", "num_train", "train_seconds",
-]
+# results.csv's columns, in order, with the type each is read back as (`combine.read_results`).
+CSV_COLUMNS: dict[str, type] = {
+    "pair": str, "method": str, "seed": int, "selected_on": str, "selected_epoch": int, "val_top1": float,
+    MAIN: float, "best_top1": float, "best_epoch": int, "last_top1": float, "teacher_top1": float, "epochs": int,
+    "num_train": int, "train_seconds": float,
+}
 
 
 def aggregate(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
@@ -155,7 +157,7 @@ def write_reports(rows: list[dict[str, Any]], output_dir: Path, reference: str |
     """Rewrite results.csv, methods.csv, results.md and results.png in output_dir from all runs so far (with the
     validation columns of `reference` when the grid names one)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(rows, CSV_COLUMNS, output_dir / "results.csv")
+    _write_csv(rows, list(CSV_COLUMNS), output_dir / "results.csv")
     table = aggregate(rows, reference)
     methods = _methods_rows(table)
     _write_csv(methods, list(methods[0]), output_dir / "methods.csv")
