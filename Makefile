@@ -21,14 +21,16 @@ bench: setup
 
 # The README's detection comparison: the demo teacher once, each student method with seeds 0 1 2 (resumable stage
 # by stage; mean +- std and paired 95% intervals to the plain student), then one ROI-logit CDF figure of
-# seed 0 (tools/analyze_det.py, on the configs the demo wrote next to each stage's weights).
+# seed 0 (tools/analyze_det.py, on the configs the demo wrote next to each stage's weights). Two stages train at
+# once, one torch thread each (--jobs 2 --threads 1), so every stage's weights are the same whichever process
+# trained it and however many cores the machine has.
 BENCH_DET := output/bench-det
 # The UniKD ablation (tools/demo.py ABLATION_STAGES) runs in the same table, paired to ROI-KD as well.
 BENCH_DET_METHODS := student kd dkd fitnet reviewkd unikd
 BENCH_DET_ABLATION := unikd_p5_only unikd_aff16 unikd_aff64 unikd_pool7 unikd_alpha0.5 unikd_alpha2 \
 	unikd_logit_dkd unikd_logit_none unikd_no_target_fit unikd_authors_code
 bench-det: setup
-	cd $(REPO) && $(PY) tools/demo.py --part detection --seeds 0 1 2 \
+	cd $(REPO) && $(PY) tools/demo.py --part detection --seeds 0 1 2 --jobs 2 --threads 1 \
 		--det-methods $(BENCH_DET_METHODS) $(BENCH_DET_ABLATION) --output-dir $(BENCH_DET)
 	cd $(REPO) && $(PY) tools/analyze_det.py --output $(BENCH_DET)/analyze_det \
 		--config-file $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/seed0/$(m)/config.yaml) \

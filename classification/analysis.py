@@ -29,10 +29,11 @@ from unikd_det.core.logit_analysis import (
     plot_difference_cdfs,
     plot_heatmaps,
 )
+from unikd_det.core.run_dir import atomic_write_text
 
 from .config import load_cfg
 from .data import build_data
-from .engine.checkpoint import atomic_write_text, load_network
+from .engine.checkpoint import load_network
 from .engine.trainer import load_named_teacher, predict
 from .models import build_model
 

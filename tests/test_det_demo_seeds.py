@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ FAKE_AP = {
 }
 TEACHER_AP = 30.0
 HOLDOUT_SHIFT = -5.0  # the fake holdout AP is the validation AP + HOLDOUT_SHIFT, so the two tables differ
+SHIFTS = {"fashion_mosaic_val": 0.0, "fashion_mosaic_holdout": HOLDOUT_SHIFT}
 
 
 def load_demo():
@@ -40,8 +43,7 @@ def fake_demo(monkeypatch):
         calls.append(cfg)
         folder = Path(cfg.OUTPUT_DIR)
         ap = TEACHER_AP if folder.name == "teacher" else FAKE_AP[folder.name][cfg.SEED]
-        shifts = {"fashion_mosaic_val": 0.0, "fashion_mosaic_holdout": HOLDOUT_SHIFT}
-        return {test_set: {"AP": ap + shifts[test_set], "AP50": 2 * ap, "AP75": ap / 2, "APs": math.nan}
+        return {test_set: {"AP": ap + SHIFTS[test_set], "AP50": 2 * ap, "AP75": ap / 2, "APs": math.nan}
                 for test_set in cfg.DATASETS.TEST}
 
     monkeypatch.setattr(demo, "register_fashion_mosaic", lambda root: None)
@@ -172,3 +174,71 @@ def test_each_ablation_stage_is_the_unikd_stage_with_its_switch_changed(method, 
     assert set(config_differences(unikd, cfg)) == set(stage.opts[::2])
     validate_config(cfg)
     assert DistillTrainer.build_model(cfg).training
+
+
+def test_a_helper_process_gets_the_same_stages_with_its_thread_count(tmp_path):
+    demo = load_demo()
+    args = demo.parse_args(["--output-dir", str(tmp_path / "out"), "--det-methods", "student", "kd",
+                            "--seeds", "0", "1", "--jobs", "2", "--fresh"])
+    command = demo.helper_command(args, threads=1)
+    assert command[:2] == [sys.executable, str(REPO_ROOT / "tools" / "demo.py")]
+    helper = demo.parse_args(command[2:])
+    assert (helper.part, helper.stages_only, helper.threads, helper.jobs, helper.fresh) == ("detection", True, 1, 1,
+                                                                                           False)
+    for name in ("teacher_config", "det_methods", "seeds"):
+        assert getattr(helper, name) == getattr(args, name)
+    assert helper.output_dir == str(tmp_path / "out") and Path(helper.data_dir).is_absolute()
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--jobs", "0"])
+
+
+# A stand-in for the helper process of --jobs: the real stage queue over the demo's stages, with training faked like
+# `fake_demo`'s; every stage it trains leaves a `by_helper` marker.
+HELPER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from unikd_det.stage_queue import QueuedStage, run_stages
+stages, fake, shifts = (json.loads(arg) for arg in sys.argv[1:])
+def train(stage):
+    (stage.folder / "by_helper").touch()
+    a = fake[stage.key]
+    return {s: {"AP": a + shift, "AP50": 2 * a, "AP75": a / 2} for s, shift in shifts.items()}
+run_stages([QueuedStage(k, Path(f), tuple(t), tuple(n)) for k, f, t, n in stages], train, poll_seconds=0.05)
+"""
+
+
+def test_with_jobs_two_processes_share_the_stages_and_the_report_is_unchanged(fake_demo, tmp_path, monkeypatch):
+    demo, calls = fake_demo
+    alone = run(demo, tmp_path / "alone", "--seeds", "0", "1", "2")
+    stages = [(str(folder.relative_to(tmp_path / "shared")), str(folder), list(demo.SEEDS_TEST_SETS),
+               ["teacher"] if name not in ("teacher", "student") else [])
+              for _, name, folder, _ in demo.queued_stages(demo.parse_args(
+                  ["--output-dir", str(tmp_path / "shared"), "--det-methods", *FAKE_AP, "--seeds", "0", "1", "2"]),
+                  tmp_path / "shared")]
+    fake = {key: TEACHER_AP if key == "teacher" else FAKE_AP[Path(key).name][int(key[4])] for key, *_ in stages}
+    monkeypatch.setattr(demo, "helper_command", lambda args, threads: [
+        sys.executable, "-c", HELPER_SCRIPT, *map(json.dumps, (stages, fake, SHIFTS))])
+    trained_here = len(calls)
+    original = demo.train_and_evaluate
+
+    def wait_for_the_helper_first(cfg):  # so that both processes train stages, whatever their start-up times
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "shared").rglob("by_helper")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return original(cfg)
+
+    monkeypatch.setattr(demo, "train_and_evaluate", wait_for_the_helper_first)
+    shared = run(demo, tmp_path / "shared", "--seeds", "0", "1", "2", "--jobs", "2")
+    here = {str(Path(c.OUTPUT_DIR).relative_to(tmp_path / "shared")) for c in calls[trained_here:]}
+    helper = {str(p.parent.relative_to(tmp_path / "shared")) for p in (tmp_path / "shared").rglob("by_helper")}
+    assert here and helper and not here & helper and here | helper == {key for key, *_ in stages}
+    assert shared == alone
+
+
+def test_a_failed_helper_process_is_reported_with_its_log(fake_demo, tmp_path, monkeypatch):
+    demo, _ = fake_demo
+    monkeypatch.setattr(demo, "helper_command", lambda args, threads: [
+        sys.executable, "-c", "import sys; print('helper broke'); sys.exit(3)"])
+    with pytest.raises(RuntimeError, match="helper1.log"):
+        run(demo, tmp_path, "--seeds", "0", "1", "--jobs", "2")
+    assert "helper broke" in (tmp_path / "helper1.log").read_text()

@@ -4,6 +4,7 @@ classification (teacher, then students without KD, with KD and with UniKD; a top
 
     python tools/demo.py [--teacher-config configs/Demo/teacher-R18.yaml] [--output-dir output/demo] [--fresh]
                          [--part all|detection|classification] [--det-methods student unikd ...] [--seeds 0 1 2]
+                         [--jobs 2] [--threads 1]
 
 Detection:
 
@@ -31,8 +32,11 @@ a resnet20 teacher on the 55k Fashion-MNIST training images outside the validati
 resnet20 students on a 3000-image subset for 5 epochs without KD, with KD and with UniKD; each selects its epoch
 on the 5000 validation images; top-1 on the 10k test images.
 
-Every stage checkpoints and resumes: rerunning after an interruption continues where it stopped,
-and a finished stage is only evaluated again. `--fresh` deletes the output folder first.
+Every stage checkpoints and resumes: rerunning after an interruption continues where it stopped, and a
+finished stage's numbers are read from its result.json. `--fresh` deletes the output folder first. `--jobs 2`
+trains two detection stages at once in two processes (`unikd_det.stage_queue`: each stage under its folder's
+lock; students without a teacher start while the teacher trains), and `--threads` pins the torch threads
+of each process: the weights are bit-identical only at one thread count, whichever process trains a stage.
 """
 from __future__ import annotations
 
@@ -40,10 +44,13 @@ import argparse
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -56,6 +63,7 @@ from tabulate import tabulate  # noqa: E402
 from classification.bench import run_grid  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
+from unikd_det.stage_queue import QueuedStage, run_stages  # noqa: E402
 from unikd_det.core.stats import PairedDifference, mean_std, paired_difference  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.data.register import HOLDOUT_NAME, VAL_NAME  # noqa: E402
@@ -231,45 +239,97 @@ def one_seed_report(rows: list[list]) -> str:
     )
 
 
-def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger) -> str:
-    """Train and evaluate the teacher once and every student stage once per seed; returns the report (the
-    table also goes to results.md, the per-seed numbers of every test set to results.json). With --seeds every
-    stage is scored on the validation mosaics (the reported table) and on the holdout mosaics (a second table,
-    the one to choose schedules and defaults on)."""
-    logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
-    register_fashion_mosaic(args.data_dir)
-    teacher_weights = output / "teacher" / "model_final.pth"
-    seeds = args.seeds or [None]
-    test_sets = tuple(SEEDS_TEST_SETS) if args.seeds else None
+def queued_stages(args: argparse.Namespace, output: Path) -> list[tuple[Stage, str, Path, int | None]]:
+    """The teacher, then every student stage of every seed: (stage, method name, folder, seed)."""
     stages = [(Stage("", args.teacher_config), "teacher", output / "teacher", None)]
-    stages += [(STUDENT_STAGES[m], m, student_folder(output, m, seed), seed)
-               for seed in seeds for m in args.det_methods]
-    results: dict[str, list[dict[str, dict[str, float]]]] = {}
-    iterations: dict[str, int] = {}
-    start = time.perf_counter()
-    for index, ((title, config_file, opts), name, folder, seed) in enumerate(stages, 1):
+    return stages + [(STUDENT_STAGES[m], m, student_folder(output, m, seed), seed)
+                     for seed in args.seeds or [None] for m in args.det_methods]
+
+
+def train_stages(args: argparse.Namespace, output: Path, logger: logging.Logger
+                 ) -> tuple[dict[tuple[str, int | None], dict], dict[str, int], str]:
+    """Bring the teacher and every student stage to a stored result (`unikd_det.stage_queue`: a stage another
+    process holds is left to it, a finished one is read); returns ({(method, seed): {test set: metrics}},
+    {method: iterations}, the teacher's title)."""
+    teacher_weights = output / "teacher" / "model_final.pth"
+    test_sets = tuple(SEEDS_TEST_SETS) if args.seeds else None
+    stages = queued_stages(args, output)
+    configs, queue = {}, []
+    for (title, config_file, opts), name, folder, seed in stages:
         cfg = stage_config(config_file, folder, args.teacher_config, teacher_weights, seed, test_sets, opts)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(cfg.dump())  # what the stage ran with (tools/analyze_det.py reads it)
-        title = title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN"
+        key = str(folder.relative_to(output))
+        configs[key] = (title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN", config_file, cfg)
+        needs = ("teacher",) if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else ()
+        queue.append(QueuedStage(key, folder, tuple(cfg.DATASETS.TEST), needs))
+    start = time.perf_counter()
+
+    def train(stage: QueuedStage) -> dict[str, dict[str, float]]:
+        title, config_file, cfg = configs[stage.key]
+        index = list(configs).index(stage.key) + 1
+        (stage.folder / "config.yaml").write_text(cfg.dump())  # what the stage ran with (tools/analyze_det.py)
         logger.info("[%d/%d] %s, seed %d: %d iterations (%s)", index, len(stages), title, cfg.SEED,
                     cfg.SOLVER.MAX_ITER, config_file)
-        result = {test_set: {m: metrics[m] for m in METRICS}
-                  for test_set, metrics in train_and_evaluate(cfg).items()}
-        results.setdefault(name, []).append(result)
-        iterations[name] = cfg.SOLVER.MAX_ITER
-        if name == "teacher":
-            teacher_title = title
+        result = {test_set: {m: metrics[m] for m in METRICS} for test_set, metrics in train_and_evaluate(cfg).items()}
         logger.info("[%d/%d] %s done: AP %s (%.0f s elapsed)", index, len(stages), title,
                     ", ".join(f"{metrics['AP']:.2f} on {test_set}" for test_set, metrics in result.items()),
                     time.perf_counter() - start)
-    students = {m: results[m] for m in args.det_methods}
-    (output / "results.json").write_text(json.dumps({"seeds": seeds, "teacher": results["teacher"][0],
+        return result
+
+    results = run_stages(queue, train)
+    by_stage = {(name, seed): results[str(folder.relative_to(output))] for _, name, folder, seed in stages}
+    iterations = {name: configs[str(folder.relative_to(output))][2].SOLVER.MAX_ITER for _, name, folder, _ in stages}
+    return by_stage, iterations, configs["teacher"][0]
+
+
+def helper_command(args: argparse.Namespace, threads: int) -> list[str]:
+    """The command line of one of the extra processes `--jobs` starts: the same detection stages, `threads`
+    torch threads, training only (the first process writes the report)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--part", "detection", "--stages-only",
+               "--teacher-config", args.teacher_config, "--output-dir", str(Path(args.output_dir).resolve()),
+               "--data-dir", str(Path(args.data_dir).resolve()),
+               "--threads", str(threads), "--det-methods", *args.det_methods]
+    return command + (["--seeds", *map(str, args.seeds)] if args.seeds else [])
+
+
+def start_helpers(args: argparse.Namespace, output: Path, threads: int) -> list[tuple[subprocess.Popen, Path]]:
+    """Start `args.jobs - 1` helper processes, each logging to output/helper<k>.log."""
+    helpers = []
+    for k in range(1, args.jobs):
+        log = output / f"helper{k}.log"
+        with open(log, "a", encoding="utf-8") as handle:
+            helpers.append((subprocess.Popen(helper_command(args, threads), stdout=handle,
+                                             stderr=subprocess.STDOUT, cwd=REPO), log))
+    return helpers
+
+
+def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger, threads: int) -> str:
+    """Train and evaluate the teacher once and every student stage once per seed, with `args.jobs` processes of
+    `threads` torch threads each; returns the report (the table also goes to results.md, the per-seed numbers
+    of every test set to results.json). With --seeds every stage is scored on the validation mosaics (the
+    reported table) and on the holdout mosaics (a second table, the one to choose schedules and defaults on)."""
+    logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
+    register_fashion_mosaic(args.data_dir)
+    helpers = start_helpers(args, output, threads)
+    try:
+        by_stage, iterations, teacher_title = train_stages(args, output, logger)
+    except BaseException:
+        for process, _ in helpers:
+            process.terminate()
+        raise
+    failed = [str(log) for process, log in helpers if process.wait() != 0]
+    if failed:
+        raise RuntimeError(f"a helper process of --jobs failed; see {', '.join(failed)}")
+    if args.stages_only:
+        return ""
+    seeds = args.seeds or [None]
+    teacher_result = by_stage[("teacher", None)]
+    students = {m: [by_stage[(m, seed)] for seed in seeds] for m in args.det_methods}
+    (output / "results.json").write_text(json.dumps({"seeds": seeds, "threads": threads, "teacher": teacher_result,
                                                      "students": students}, indent=2))
-    reported = next(iter(results["teacher"][0]))  # the first test set: the configs' validation set
+    reported = next(iter(teacher_result))  # the first test set: the configs' validation set
 
     def on(test_set: str) -> tuple[list, dict[str, list[dict[str, float]]]]:
-        teacher = results["teacher"][0][test_set]
+        teacher = teacher_result[test_set]
         teacher_row = [teacher_title, iterations["teacher"]] + [round(teacher[m], 2) for m in METRICS]
         return teacher_row, {m: [run[test_set] for run in runs] for m, runs in students.items()}
 
@@ -302,7 +362,9 @@ def run_classification(output: Path) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> list[str]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked (distinct seeds, the plain student among the methods with --seeds, positive
+    --jobs and --threads)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher-config", default="configs/Demo/teacher-R18.yaml")
     parser.add_argument("--output-dir", default=str(REPO / "output" / "demo"))
@@ -315,12 +377,25 @@ def main(argv: list[str] | None = None) -> list[str]:
                         help="train every student stage once per seed (SEED; the teacher once) and compare the methods "
                              f"with the plain student over the seeds ('{BASELINE}' must be among --det-methods); "
                              "default: one run with the configs' SEED")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="detection stages trained at once, each in its own process (the extra ones log to "
+                             "<output-dir>/helper<k>.log); a stage that needs the teacher waits for it")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per process (default: torch's default divided by --jobs). Results are "
+                             "bit-identical only at the same thread count, so pin it to compare runs")
+    parser.add_argument("--stages-only", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper process
     args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
     if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
     if args.seeds is not None and len(args.seeds) > 1 and BASELINE not in args.det_methods:
         parser.error(f"--seeds compares every method with '{BASELINE}': add it to --det-methods")
+    return args
 
+
+def main(argv: list[str] | None = None) -> list[str]:
+    args = parse_args(argv)
     setup_logger(name="detectron2")
     logger = setup_logger(name="unikd_demo", abbrev_name="demo")
     logger.setLevel(logging.INFO)
@@ -328,10 +403,15 @@ def main(argv: list[str] | None = None) -> list[str]:
     if args.fresh and output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or max(1, torch.get_num_threads() // args.jobs)
+    torch.set_num_threads(threads)
+    logger.info("%d torch thread(s) per process, %d process(es)", threads, args.jobs)
     start = time.perf_counter()
     tables = []
     if args.part in ("all", "detection"):
-        tables.append(run_detection(args, output, logger))
+        tables.append(run_detection(args, output, logger, threads))
+    if args.stages_only:
+        return tables
     if args.part in ("all", "classification"):
         tables.append(run_classification(output))
     print("\n" + "\n\n".join(tables))

@@ -16,7 +16,7 @@ from typing import Any
 
 from unikd_det.core.stats import PairedDifference, mean_std, paired_to_baseline
 
-from ..engine.checkpoint import atomic_write_text
+from unikd_det.core.run_dir import atomic_write_text
 
 BASELINES = ("vanilla", "kd")
 MAIN = "test_top1_selected"

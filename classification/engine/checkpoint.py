@@ -40,14 +40,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
-def atomic_write_text(text: str, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_checkpoint(path: str | Path, what: str = "a classification checkpoint (a run's last.pth or a state dict)"
                     ) -> dict[str, Any]:
     """The dict saved in `path`, loaded weights-only: a missing, empty, truncated, non-PyTorch or hostile file,

@@ -31,13 +31,13 @@ from yacs.config import CfgNode
 from unikd_det.core import kd_loss
 from unikd_det.core.checks import check_resume_changes, resume_note
 from unikd_det.core.rng import rng_state, set_rng_state
-from unikd_det.core.run_dir import claim_output_dir
+from unikd_det.core.run_dir import atomic_write_text, claim_output_dir
 
 from ..config import RESUME_MAY_CHANGE
 from ..data import DataBundle, build_data
 from ..distillers import Distiller, get_distiller_class
 from ..models import build_model
-from .checkpoint import FORMAT, atomic_save, atomic_write_text, load_network, read_checkpoint
+from .checkpoint import FORMAT, atomic_save, load_network, read_checkpoint
 from .metrics import AccuracyMeter, write_metrics_csv
 from .optim import build_optimizers, set_base_lr
 from .runtime import autocast_factory, resolve_device, seed_everything, use_channels_last

@@ -34,24 +34,35 @@ class OutputDirLock:
 
     def acquire(self) -> "OutputDirLock":
         """Take the lock, or raise RuntimeError naming the folder and the pid that holds it."""
+        if not self.try_acquire():
+            raise RuntimeError(
+                f"another run (pid {self.holder()}) is writing to {self.path.parent}; wait for it to finish or "
+                "use another OUTPUT_DIR"
+            )
+        return self
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no other holder has it; False (and nothing held) when one has."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
             handle.close()
-            raise RuntimeError(
-                f"another run (pid {holder}) is writing to {self.path.parent}; wait for it to finish or use "
-                "another OUTPUT_DIR"
-            ) from None
+            return False
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         self._file = handle
-        return self
+        return True
+
+    def holder(self) -> str:
+        """The pid the lock file names: the current holder while the lock is held, else the last one."""
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or "unknown"
+        except FileNotFoundError:
+            return "unknown"
 
     def release(self) -> None:
         if self._file is not None:
@@ -64,6 +75,16 @@ class OutputDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write `text` to `.NAME.tmp` beside `path`, then rename it over `path`: readers see the old file or the new
+    one, never a torn one, and a write killed half-way leaves a temporary that `remove_temporaries` deletes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def remove_temporaries(output_dir: str | Path) -> list[Path]:
