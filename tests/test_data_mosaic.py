@@ -227,7 +227,8 @@ def test_real_fashion_mnist_test_split():
 def clean_catalog():
     """Remove the mosaic registrations afterwards, so they do not point into a deleted tmp folder."""
     yield
-    for name in ("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout"):
+    for name in ("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout",
+                 "fashion_mosaic_train_student"):
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
@@ -255,6 +256,19 @@ def test_register_fashion_mosaic(tmp_path, clean_catalog):
     register_fashion_mosaic(tmp_path / "b", **{**settings, "num_train": 2})  # other settings: replaced
     assert MetadataCatalog.get(names[0]).json_file == str((tmp_path / "b/train/annotations.json").resolve())
     assert len(DatasetCatalog.get(names[0])) == 2
+    assert len(DatasetCatalog.get("fashion_mosaic_train_student")) == 2  # all of a training set below 500
+
+
+def test_the_students_subset_is_the_first_training_canvases(tmp_path, clean_catalog):
+    register_fashion_mosaic(tmp_path, num_train=5, num_val=2, canvas_size=64, num_holdout=2, student_canvases=3)
+    train, subset = DatasetCatalog.get("fashion_mosaic_train"), DatasetCatalog.get("fashion_mosaic_train_student")
+    assert [r["file_name"] for r in subset] == [r["file_name"] for r in train[:3]]
+    assert subset[2]["annotations"] == train[2]["annotations"]
+    assert MetadataCatalog.get("fashion_mosaic_train_student").thing_classes == list(FASHION_MNIST_CLASSES)
+    for wrong in (0, 6):
+        with pytest.raises(ValueError, match="student_canvases"):
+            register_fashion_mosaic(tmp_path, num_train=5, num_val=2, canvas_size=64, num_holdout=2,
+                                    student_canvases=wrong)
 
 
 def test_holdout_items_are_the_classification_validation_images_and_never_train():

@@ -105,7 +105,7 @@ def test_the_aggregate_equals_a_hand_computation(fake_demo, tmp_path):
     assert holdout.startswith(demo.HOLDOUT_TITLE + ", 3 seeds (0, 1, 2):")
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in validation.splitlines() if line.startswith("| ")}
-    assert rows["Student R18-FPN + ROI-KD"][:4] == ["90", "13.00 +- 1.32", "26.00 +- 2.65", "6.50 +- 0.66"]
+    assert rows["Student R18-FPN + ROI-KD"][:4] == ["125", "13.00 +- 1.32", "26.00 +- 2.65", "6.50 +- 0.66"]
     assert rows["Student R18-FPN + ROI-KD"][4] == "+2.00 [+0.76, +3.24] *"
     assert rows["Student R18-FPN + UniKD"][4] == "+0.67 [-3.13, +4.46]"
     assert rows["Student R18-FPN (no KD)"][4:] == ["", "", "", ""]

@@ -9,13 +9,14 @@ classification (teacher, then students without KD, with KD and with UniKD; a top
 Detection:
 
 1. Generates (once) the Fashion-MNIST mosaic detection set and registers it.
-2. Trains the teacher (default: ResNet-18 FPN for 250 iterations, 2.8x the students' budget; from
+2. Trains the teacher (default: ResNet-18 FPN for 250 iterations on all 2000 training canvases; from
    scratch on the CPU it ends clearly stronger than an R50-FPN could in the same minutes).
-3. Trains the ResNet-18 FPN student alone for 90 iterations (configs/Demo/student-R18.yaml).
+3. Trains the ResNet-18 FPN student alone for 125 iterations on the first 500 canvases, two epochs with the
+   LR x0.1 after iteration 100 (configs/Demo/student-R18.yaml; the schedule is Base-Mosaic.yaml's).
 4. Trains the same student with UniKD from that teacher (configs/Demo/UniKD-R18.yaml).
 5. Evaluates the three with COCOEvaluator on the validation mosaics and prints AP/AP50/AP75.
-`--det-methods` replaces steps 3-4 by any of the STUDENT_STAGES below (the same 90-iteration schedule,
-seed and initial weights for each), e.g. the README's baseline table:
+`--det-methods` replaces steps 3-4 by any of the STUDENT_STAGES below (the same schedule, seed and initial
+weights for each), e.g. the README's baseline table:
 `--teacher-config configs/Demo/teacher-R50.yaml --det-methods student kd dkd fitnet fitnet_kd reviewkd unikd`.
 
 One seed (the configs' SEED, the default) does not rank methods: the difference between seeds is as large

@@ -23,7 +23,12 @@ HOLDOUT_NAME = "fashion_mosaic_holdout"
 # The validation and holdout canvases use their own seeds, so that they never replay the training layouts.
 _VAL_SEED_OFFSET = 1_000_003
 _HOLDOUT_SEED_OFFSET = 2_000_003
-BUILTIN_NAMES = (TRAIN_NAME, VAL_NAME, HOLDOUT_NAME)
+# The students' data budget: the first STUDENT_CANVASES training canvases (a random sample: the canvases are drawn
+# independently). The teacher trains on all of them, so its edge over a student is data, the situation
+# distillation is for, as in the classification bench.
+STUDENT_TRAIN_NAME = "fashion_mosaic_train_student"
+STUDENT_CANVASES = 500
+BUILTIN_NAMES = (TRAIN_NAME, VAL_NAME, HOLDOUT_NAME, STUDENT_TRAIN_NAME)
 # The Fashion-MNIST training items that no training canvas uses; the holdout canvases are built from them.
 # They are the images the classification configs hold out for validation (Base-FashionMNIST.yaml:
 # DATASET.VAL_SIZE 5000, VAL_SEED 0), so both front ends tune on the same unseen items.
@@ -56,6 +61,16 @@ def _register_coco(name: str, json_file: Path) -> None:
     register_coco_instances(name, {"thing_classes": list(FASHION_MNIST_CLASSES)}, json_str, image_root)
 
 
+def _register_student_subset(num_canvases: int) -> None:
+    """Register STUDENT_TRAIN_NAME as the first `num_canvases` records of the training set (replacing an earlier
+    registration, whose size may differ)."""
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        if STUDENT_TRAIN_NAME in catalog.list():
+            catalog.remove(STUDENT_TRAIN_NAME)
+    DatasetCatalog.register(STUDENT_TRAIN_NAME, lambda: DatasetCatalog.get(TRAIN_NAME)[:num_canvases])
+    MetadataCatalog.get(STUDENT_TRAIN_NAME).set(thing_classes=list(FASHION_MNIST_CLASSES))
+
+
 def register_fashion_mosaic(
     root: str | Path = "datasets/fashion_mosaic",
     num_train: int = 2000,
@@ -63,8 +78,10 @@ def register_fashion_mosaic(
     canvas_size: int = 128,
     seed: int = 0,
     num_holdout: int = 200,
+    student_canvases: int | None = None,
 ) -> tuple[str, str, str]:
-    """Generate (when missing or stale) and register the Fashion-MNIST mosaic train, val and holdout sets.
+    """Generate (when missing or stale) and register the Fashion-MNIST mosaic train, val and holdout sets, and
+    the students' training subset.
 
     The training canvases are built with ``seed`` into ``root/train`` from the Fashion-MNIST train split
     less the items of :func:`mosaic_item_split`'s holdout; the holdout canvases from those held-out items
@@ -72,8 +89,9 @@ def register_fashion_mosaic(
     seed derived from ``seed``. Choices (schedules, defaults, epochs) are made on the holdout set, whose
     items no training canvas shows; results are reported on the validation set. All three are registered
     as COCO instance sets (category ids 1..10 become contiguous ids 0..9; ``thing_classes`` holds the 10
-    Fashion-MNIST names). Calling again is cheap and safe: existing data matching the settings is reused
-    and an identical registration is left as it is.
+    Fashion-MNIST names). ``fashion_mosaic_train_student`` is the first ``student_canvases`` training canvases
+    (the demo students' data budget; the teacher trains on all). Calling again is cheap and safe: existing data
+    matching the settings is reused and an identical registration is left as it is.
 
     Args:
         root: folder of the generated sets; a relative path is resolved against the working directory.
@@ -82,14 +100,21 @@ def register_fashion_mosaic(
         canvas_size: side of the square canvases in pixels.
         seed: seed of the training canvases.
         num_holdout: number of holdout canvases.
+        student_canvases: number of training canvases in the students' subset, at most ``num_train`` (default:
+            STUDENT_CANVASES, or all of a smaller training set).
 
     Returns:
         The registered names ``("fashion_mosaic_train", "fashion_mosaic_val", "fashion_mosaic_holdout")``.
 
     Raises:
         FileNotFoundError: the Fashion-MNIST files are not installed.
-        ValueError: invalid sizes (see :func:`~unikd_det.data.mosaic.generate_mosaic_dataset`).
+        ValueError: invalid sizes (see :func:`~unikd_det.data.mosaic.generate_mosaic_dataset`), or a students'
+            subset larger than the training set.
     """
+    if student_canvases is None:
+        student_canvases = min(STUDENT_CANVASES, num_train)
+    if not 0 < student_canvases <= num_train:
+        raise ValueError(f"student_canvases must be in 1..num_train ({num_train}), got {student_canvases}")
     root = Path(root).resolve()
     train_images, train_labels = load_fashion_mnist("train")
     train_items, holdout_items = mosaic_item_split(train_labels)
@@ -103,6 +128,7 @@ def register_fashion_mosaic(
             images, labels, root / subdir, num_images, canvas_size=canvas_size, seed=split_seed
         )
         _register_coco(name, json_file)
+    _register_student_subset(student_canvases)
     return TRAIN_NAME, VAL_NAME, HOLDOUT_NAME
 
 
