@@ -64,10 +64,10 @@ from tabulate import tabulate  # noqa: E402
 from classification.bench import run_grid  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
-from unikd_det.stage_queue import QueuedStage, run_stages  # noqa: E402
 from unikd_det.core.stats import PairedDifference, mean_std, paired_difference  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.data.register import HOLDOUT_NAME, VAL_NAME  # noqa: E402
+from unikd_det.stage_queue import QueuedStage, run_stages  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
 
@@ -255,18 +255,18 @@ def train_stages(args: argparse.Namespace, output: Path, logger: logging.Logger
     teacher_weights = output / "teacher" / "model_final.pth"
     test_sets = tuple(SEEDS_TEST_SETS) if args.seeds else None
     stages = queued_stages(args, output)
-    configs, queue = {}, []
-    for (title, config_file, opts), name, folder, seed in stages:
+    configs, queue, keys = {}, [], []
+    for index, ((title, config_file, opts), name, folder, seed) in enumerate(stages, 1):
         cfg = stage_config(config_file, folder, args.teacher_config, teacher_weights, seed, test_sets, opts)
         key = str(folder.relative_to(output))
-        configs[key] = (title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN", config_file, cfg)
+        keys.append((key, name, seed))
+        configs[key] = (index, title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN", config_file, cfg)
         needs = ("teacher",) if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else ()
         queue.append(QueuedStage(key, folder, tuple(cfg.DATASETS.TEST), needs))
     start = time.perf_counter()
 
     def train(stage: QueuedStage) -> dict[str, dict[str, float]]:
-        title, config_file, cfg = configs[stage.key]
-        index = list(configs).index(stage.key) + 1
+        index, title, config_file, cfg = configs[stage.key]
         (stage.folder / "config.yaml").write_text(cfg.dump())  # what the stage ran with (tools/analyze_det.py)
         logger.info("[%d/%d] %s, seed %d: %d iterations (%s)", index, len(stages), title, cfg.SEED,
                     cfg.SOLVER.MAX_ITER, config_file)
@@ -277,9 +277,9 @@ def train_stages(args: argparse.Namespace, output: Path, logger: logging.Logger
         return result
 
     results = run_stages(queue, train)
-    by_stage = {(name, seed): results[str(folder.relative_to(output))] for _, name, folder, seed in stages}
-    iterations = {name: configs[str(folder.relative_to(output))][2].SOLVER.MAX_ITER for _, name, folder, _ in stages}
-    return by_stage, iterations, configs["teacher"][0]
+    by_stage = {(name, seed): results[key] for key, name, seed in keys}
+    iterations = {name: configs[key][3].SOLVER.MAX_ITER for key, name, _ in keys}
+    return by_stage, iterations, configs["teacher"][1]
 
 
 def helper_command(args: argparse.Namespace, threads: int) -> list[str]:

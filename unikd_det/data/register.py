@@ -44,6 +44,13 @@ def mosaic_item_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return train.numpy(), held.numpy()
 
 
+def _unregister(name: str) -> None:
+    """Remove `name` from Detectron2's dataset and metadata catalogs, where present."""
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        if name in catalog.list():
+            catalog.remove(name)
+
+
 def _register_coco(name: str, json_file: Path) -> None:
     """Register ``json_file`` (file names relative to its folder) under ``name``.
 
@@ -55,18 +62,14 @@ def _register_coco(name: str, json_file: Path) -> None:
         metadata = MetadataCatalog.get(name)
         if metadata.get("json_file") == json_str and metadata.get("image_root") == image_root:
             return
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
+    _unregister(name)
     register_coco_instances(name, {"thing_classes": list(FASHION_MNIST_CLASSES)}, json_str, image_root)
 
 
 def _register_student_subset(num_canvases: int) -> None:
     """Register STUDENT_TRAIN_NAME as the first `num_canvases` records of the training set (replacing an earlier
     registration, whose size may differ)."""
-    for catalog in (DatasetCatalog, MetadataCatalog):
-        if STUDENT_TRAIN_NAME in catalog.list():
-            catalog.remove(STUDENT_TRAIN_NAME)
+    _unregister(STUDENT_TRAIN_NAME)
     DatasetCatalog.register(STUDENT_TRAIN_NAME, lambda: DatasetCatalog.get(TRAIN_NAME)[:num_canvases])
     MetadataCatalog.get(STUDENT_TRAIN_NAME).set(thing_classes=list(FASHION_MNIST_CLASSES))
 
