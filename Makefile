@@ -7,8 +7,10 @@ PY := $(REPO)/.venv/bin/python
 setup:
 	bash $(REPO)/tools/setup_env.sh
 
+# Two processes at one torch thread each: one trains the detection teacher and then the UniKD student, the other
+# the plain student and then the classification part (tools/demo.py --jobs), so both cores stay busy.
 demo: setup
-	cd $(REPO) && $(PY) tools/demo.py
+	cd $(REPO) && $(PY) tools/demo.py --jobs 2 --threads 1
 
 test: setup
 	cd $(REPO) && $(PY) -m pytest tests -q

@@ -183,9 +183,8 @@ def test_a_helper_process_gets_the_same_stages_with_its_thread_count(tmp_path):
     command = demo.helper_command(args, threads=1)
     assert command[:2] == [sys.executable, str(REPO_ROOT / "tools" / "demo.py")]
     helper = demo.parse_args(command[2:])
-    assert (helper.part, helper.stages_only, helper.threads, helper.jobs, helper.fresh) == ("detection", True, 1, 1,
-                                                                                           False)
-    for name in ("teacher_config", "det_methods", "seeds"):
+    assert (helper.stages_only, helper.threads, helper.jobs, helper.fresh) == (True, 1, 1, False)
+    for name in ("part", "teacher_config", "det_methods", "seeds"):
         assert getattr(helper, name) == getattr(args, name)
     assert helper.output_dir == str(tmp_path / "out") and Path(helper.data_dir).is_absolute()
     with pytest.raises(SystemExit):
@@ -242,3 +241,25 @@ def test_a_failed_helper_process_is_reported_with_its_log(fake_demo, tmp_path, m
     with pytest.raises(RuntimeError, match="helper1.log"):
         run(demo, tmp_path, "--seeds", "0", "1", "--jobs", "2")
     assert "helper broke" in (tmp_path / "helper1.log").read_text()
+
+
+def test_the_classification_part_is_a_stage_after_the_detection_stages_and_is_read_when_finished(
+        fake_demo, tmp_path, monkeypatch):
+    demo, calls = fake_demo
+    detection_stages_before = []  # how many detection stages had trained when the classification part began
+    top1 = {demo.CLASSIFICATION_TEST_SET: {"teacher": 88.0, "vanilla": 77.0, "kd": 79.5}}
+
+    def fake_classification(folder):
+        detection_stages_before.append([Path(cfg.OUTPUT_DIR).name for cfg in calls])
+        (folder / "results.md").write_text("| fake classification table |\n")
+        return top1
+
+    monkeypatch.setattr(demo, "train_classification", fake_classification)
+    tables = demo.main(["--output-dir", str(tmp_path), "--det-methods", "student", "unikd"])
+    assert detection_stages_before == [["teacher", "student", "unikd"]]
+    assert "| fake classification table |" in tables[1] and "One seed does not rank methods" in tables[1]
+    stored = json.loads((tmp_path / demo.CLASSIFICATION_KEY / "result.json").read_text())
+    assert stored == top1
+    assert demo.main(["--output-dir", str(tmp_path), "--det-methods", "student", "unikd"]) == tables
+    assert len(calls) == 3 and len(detection_stages_before) == 1  # the reruns read every stored result
+    assert demo.main(["--part", "classification", "--output-dir", str(tmp_path)]) == tables[1:]

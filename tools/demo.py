@@ -35,9 +35,11 @@ on the 5000 validation images; top-1 on the 10k test images.
 
 Every stage checkpoints and resumes: rerunning after an interruption continues where it stopped, and a
 finished stage's numbers are read from its result.json. `--fresh` deletes the output folder first. `--jobs 2`
-trains two detection stages at once in two processes (`unikd_det.stage_queue`: each stage under its folder's
-lock; students without a teacher start while the teacher trains), and `--threads` pins the torch threads
-of each process: the weights are bit-identical only at one thread count, whichever process trains a stage.
+trains two stages at once in two processes (`unikd_det.stage_queue`: each stage under its folder's lock;
+students without a teacher start while the teacher trains, and the classification grid is one more stage,
+taken by the process that runs out of detection stages first), and `--threads` pins the torch threads of each
+process: the weights are bit-identical only at one thread count, whichever process trains a stage. `make demo`
+runs `--jobs 2 --threads 1`.
 """
 from __future__ import annotations
 
@@ -117,6 +119,8 @@ KD_BASELINE = "kd"  # also compared with, in AP, when among the methods (the Uni
 CONFIDENCE = 0.95
 METRICS = ("AP", "AP50", "AP75")
 CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_mnist_demo.yaml"
+CLASSIFICATION_KEY = "classification"  # the classification part's stage (and folder) among the detection stages
+CLASSIFICATION_TEST_SET = "fashion_mnist_test"
 
 
 def stage_config(config_file: str, output_dir: Path, teacher_config: str, teacher_weights: Path,
@@ -247,45 +251,63 @@ def queued_stages(args: argparse.Namespace, output: Path) -> list[tuple[Stage, s
                      for seed in args.seeds or [None] for m in args.det_methods]
 
 
-def train_stages(args: argparse.Namespace, output: Path, logger: logging.Logger
-                 ) -> tuple[dict[tuple[str, int | None], dict], dict[str, int], str]:
-    """Bring the teacher and every student stage to a stored result (`unikd_det.stage_queue`: a stage another
-    process holds is left to it, a finished one is read); returns ({(method, seed): {test set: metrics}},
-    {method: iterations}, the teacher's title)."""
+class DetectionStage(NamedTuple):
+    """A detection stage ready to queue: its position among the stages, table title, config file and config."""
+
+    index: int
+    title: str
+    config_file: str
+    cfg: CfgNode
+    queued: QueuedStage
+
+
+def detection_stages(args: argparse.Namespace, output: Path) -> dict[str, DetectionStage]:
+    """The teacher and every student stage of every seed, by stage key (the folder relative to `output`)."""
     teacher_weights = output / "teacher" / "model_final.pth"
     test_sets = tuple(SEEDS_TEST_SETS) if args.seeds else None
-    stages = queued_stages(args, output)
-    configs, queue, keys = {}, [], []
-    for index, ((title, config_file, opts), name, folder, seed) in enumerate(stages, 1):
+    entries = {}
+    for index, ((title, config_file, opts), name, folder, seed) in enumerate(queued_stages(args, output), 1):
         cfg = stage_config(config_file, folder, args.teacher_config, teacher_weights, seed, test_sets, opts)
-        key = str(folder.relative_to(output))
-        keys.append((key, name, seed))
-        configs[key] = (index, title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN", config_file, cfg)
         needs = ("teacher",) if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else ()
-        queue.append(QueuedStage(key, folder, tuple(cfg.DATASETS.TEST), needs))
+        key = str(folder.relative_to(output))
+        entries[key] = DetectionStage(index, title or f"Teacher R{cfg.MODEL.RESNETS.DEPTH}-FPN", config_file, cfg,
+                                      QueuedStage(key, folder, tuple(cfg.DATASETS.TEST), needs))
+    return entries
+
+
+def train_stages(args: argparse.Namespace, output: Path, logger: logging.Logger) -> dict[str, dict]:
+    """Bring every stage of `args.part` to a stored result (`unikd_det.stage_queue`: a stage another process
+    holds is left to it, a finished one is read): the detection stages, then the classification grid as one
+    stage, so with --jobs 2 the process that is done with its detection stages runs the classification part
+    while the other trains the teacher and the students that need it. Returns {stage key: result}."""
+    detection = detection_stages(args, output) if args.part in ("all", "detection") else {}
+    queue = [entry.queued for entry in detection.values()]
+    if args.part in ("all", "classification"):
+        queue.append(QueuedStage(CLASSIFICATION_KEY, output / CLASSIFICATION_KEY, (CLASSIFICATION_TEST_SET,)))
     start = time.perf_counter()
 
     def train(stage: QueuedStage) -> dict[str, dict[str, float]]:
-        index, title, config_file, cfg = configs[stage.key]
+        if stage.key == CLASSIFICATION_KEY:
+            logger.info("[%d/%d] classification grid %s", len(queue), len(queue),
+                        CLASSIFICATION_GRID.relative_to(REPO))
+            return train_classification(stage.folder)
+        index, title, config_file, cfg, _ = detection[stage.key]
         (stage.folder / "config.yaml").write_text(cfg.dump())  # what the stage ran with (tools/analyze_det.py)
-        logger.info("[%d/%d] %s, seed %d: %d iterations (%s)", index, len(stages), title, cfg.SEED,
+        logger.info("[%d/%d] %s, seed %d: %d iterations (%s)", index, len(queue), title, cfg.SEED,
                     cfg.SOLVER.MAX_ITER, config_file)
         result = {test_set: {m: metrics[m] for m in METRICS} for test_set, metrics in train_and_evaluate(cfg).items()}
-        logger.info("[%d/%d] %s done: AP %s (%.0f s elapsed)", index, len(stages), title,
+        logger.info("[%d/%d] %s done: AP %s (%.0f s elapsed)", index, len(queue), title,
                     ", ".join(f"{metrics['AP']:.2f} on {test_set}" for test_set, metrics in result.items()),
                     time.perf_counter() - start)
         return result
 
-    results = run_stages(queue, train)
-    by_stage = {(name, seed): results[key] for key, name, seed in keys}
-    iterations = {name: configs[key][3].SOLVER.MAX_ITER for key, name, _ in keys}
-    return by_stage, iterations, configs["teacher"][1]
+    return run_stages(queue, train)
 
 
 def helper_command(args: argparse.Namespace, threads: int) -> list[str]:
-    """The command line of one of the extra processes `--jobs` starts: the same detection stages, `threads`
-    torch threads, training only (the first process writes the report)."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--part", "detection", "--stages-only",
+    """The command line of one of the extra processes `--jobs` starts: the same stages, `threads` torch threads,
+    training only (the first process writes the report)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--part", args.part, "--stages-only",
                "--teacher-config", args.teacher_config, "--output-dir", str(Path(args.output_dir).resolve()),
                "--data-dir", str(Path(args.data_dir).resolve()),
                "--threads", str(threads), "--det-methods", *args.det_methods]
@@ -303,16 +325,15 @@ def start_helpers(args: argparse.Namespace, output: Path, threads: int) -> list[
     return helpers
 
 
-def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger, threads: int) -> str:
-    """Train and evaluate the teacher once and every student stage once per seed, with `args.jobs` processes of
-    `threads` torch threads each; returns the report (the table also goes to results.md, the per-seed numbers
-    of every test set to results.json). With --seeds every stage is scored on the validation mosaics (the
-    reported table) and on the holdout mosaics (a second table, the one to choose schedules and defaults on)."""
-    logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
-    register_fashion_mosaic(args.data_dir)
+def run_all_stages(args: argparse.Namespace, output: Path, logger: logging.Logger, threads: int) -> dict[str, dict]:
+    """Train every stage of `args.part` with `args.jobs` processes of `threads` torch threads each (this one and
+    `args.jobs - 1` helpers); returns {stage key: result}."""
+    if args.part in ("all", "detection"):
+        logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
+        register_fashion_mosaic(args.data_dir)
     helpers = start_helpers(args, output, threads)
     try:
-        by_stage, iterations, teacher_title = train_stages(args, output, logger)
+        results = train_stages(args, output, logger)
     except BaseException:
         for process, _ in helpers:
             process.terminate()
@@ -320,11 +341,24 @@ def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger
     failed = [str(log) for process, log in helpers if process.wait() != 0]
     if failed:
         raise RuntimeError(f"a helper process of --jobs failed; see {', '.join(failed)}")
-    if args.stages_only:
-        return ""
+    return results
+
+
+def detection_report(args: argparse.Namespace, output: Path, results: dict[str, dict], threads: int) -> str:
+    """The detection table(s) from the stages' results (also to results.md; the per-seed numbers of every test
+    set to results.json). With --seeds every stage is scored on the validation mosaics (the reported table) and
+    on the holdout mosaics (a second table, the one to choose schedules and defaults on)."""
+    detection = detection_stages(args, output)
+    iterations = {key: entry.cfg.SOLVER.MAX_ITER for key, entry in detection.items()}
     seeds = args.seeds or [None]
-    teacher_result = by_stage[("teacher", None)]
-    students = {m: [by_stage[(m, seed)] for seed in seeds] for m in args.det_methods}
+    teacher_result = results["teacher"]
+    teacher_title = detection["teacher"].title
+
+    def key(method: str, seed: int | None) -> str:
+        return str(student_folder(output, method, seed).relative_to(output))
+
+    students = {m: [results[key(m, seed)] for seed in seeds] for m in args.det_methods}
+    student_iterations = {m: iterations[key(m, seeds[0])] for m in args.det_methods}
     (output / "results.json").write_text(json.dumps({"seeds": seeds, "threads": threads, "teacher": teacher_result,
                                                      "students": students}, indent=2))
     reported = next(iter(teacher_result))  # the first test set: the configs' validation set
@@ -336,24 +370,31 @@ def run_detection(args: argparse.Namespace, output: Path, logger: logging.Logger
 
     if len(seeds) == 1:
         teacher_row, by_method = on(reported)
-        rows = [teacher_row] + [[STUDENT_STAGES[m].title, iterations[m]] + [round(runs[0][k], 2) for k in METRICS]
-                                for m, runs in by_method.items()]
+        rows = [teacher_row] + [[STUDENT_STAGES[m].title, student_iterations[m],
+                                 *(round(runs[0][k], 2) for k in METRICS)] for m, runs in by_method.items()]
         report = one_seed_report(rows)
     else:
         sections = []
         for test_set, title in SEEDS_TEST_SETS.items():
             teacher_row, by_method = on(test_set)
-            sections.append(seeds_report(teacher_row, summarize_seeds(by_method), iterations, seeds, title))
+            sections.append(seeds_report(teacher_row, summarize_seeds(by_method), student_iterations, seeds, title))
         report = "\n\n".join(sections)
     (output / "results.md").write_text(report + "\n")
     return report
 
 
-def run_classification(output: Path) -> str:
-    """Run the classification demo grid (resumable); returns its top-1 table."""
+def train_classification(folder: Path) -> dict[str, dict[str, float]]:
+    """Run the classification demo grid (resumable) into `folder`; returns {CLASSIFICATION_TEST_SET: {"teacher"
+    and each method: test top-1}}, the stage's stored result."""
     setup_logger(name="classification")
-    folder = output / "classification"
-    run_grid(CLASSIFICATION_GRID, output_dir=folder)
+    rows = run_grid(CLASSIFICATION_GRID, output_dir=folder)
+    top1 = {row["method"]: row["test_top1_selected"] for row in rows}
+    return {CLASSIFICATION_TEST_SET: {"teacher": rows[0]["teacher_top1"], **top1}}
+
+
+def classification_report(output: Path) -> str:
+    """The classification grid's top-1 table (its results.md), with the reason one seed ranks nothing."""
+    folder = output / CLASSIFICATION_KEY
     return (
         "Fashion-MNIST top-1 (%), resnet20 teacher (55k images) -> resnet20 students (3000 images), "
         f"10k test images ({CLASSIFICATION_GRID.relative_to(REPO)}):\n" + (folder / "results.md").read_text()
@@ -408,13 +449,14 @@ def main(argv: list[str] | None = None) -> list[str]:
     torch.set_num_threads(threads)
     logger.info("%d torch thread(s) per process, %d process(es)", threads, args.jobs)
     start = time.perf_counter()
+    results = run_all_stages(args, output, logger, threads)
+    if args.stages_only:
+        return []
     tables = []
     if args.part in ("all", "detection"):
-        tables.append(run_detection(args, output, logger, threads))
-    if args.stages_only:
-        return tables
+        tables.append(detection_report(args, output, results, threads))
     if args.part in ("all", "classification"):
-        tables.append(run_classification(output))
+        tables.append(classification_report(output))
     print("\n" + "\n\n".join(tables))
     print(f"\nTotal time: {time.perf_counter() - start:.0f} s; tables saved under {output}")
     return tables
