@@ -29,9 +29,9 @@ With --seeds every stage is scored on the validation mosaics (the reported table
 numbers of both go to results.json. `make bench-det` runs the README's comparison this way.
 
 Classification (classification/configs/bench/fashion_mnist_demo.yaml, run by the bench grid runner):
-a resnet20 teacher on the 55k Fashion-MNIST training images outside the validation split for 2 epochs, then
-resnet20 students on a 3000-image subset for 5 epochs without KD, with KD and with UniKD; each selects its epoch
-on the 5000 validation images; top-1 on the 10k test images.
+a resnet20 teacher on 27.5k of the Fashion-MNIST training images outside the validation split for 2 epochs,
+then resnet20 students on a 3000-image subset for 5 epochs without KD, with KD and with UniKD; each selects its
+epoch (4 or 5) on the 5000 validation images; top-1 on the 10k test images.
 
 Every stage checkpoints and resumes: rerunning after an interruption continues where it stopped, and a
 finished stage's numbers are read from its result.json. `--fresh` deletes the output folder first. `--jobs 2`
@@ -396,7 +396,7 @@ def classification_report(output: Path) -> str:
     """The classification grid's top-1 table (its results.md), with the reason one seed ranks nothing."""
     folder = output / CLASSIFICATION_KEY
     return (
-        "Fashion-MNIST top-1 (%), resnet20 teacher (55k images) -> resnet20 students (3000 images), "
+        "Fashion-MNIST top-1 (%), resnet20 teacher (27.5k images) -> resnet20 students (3000 images), "
         f"10k test images ({CLASSIFICATION_GRID.relative_to(REPO)}):\n" + (folder / "results.md").read_text()
         + "\nOne seed does not rank methods: on the bench, one method's top-1 moves by up to 3 points between seeds. "
         "The 3-seed bench with paired 95% intervals does (python -m classification bench --grid "
