@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from classification.__main__ import main
+from classification.bench import grid as grid_module
 from classification.catalog import METHODS, all_configs
 from classification.config import get_cfg, load_cfg
 from classification.distillers import get_distiller_class
@@ -81,7 +82,7 @@ def test_config_errors_name_the_problem(tmp_path):
         load_cfg(tmp_path / "loop.yaml")
 
 
-def test_bench_grid_runs_every_cell_once_and_writes_tables(tmp_path, cls_cfg, caplog):
+def test_bench_grid_runs_every_cell_once_and_writes_tables(tmp_path, cls_cfg, caplog, monkeypatch):
     base = tmp_path / "base.yaml"
     base.write_text(cls_cfg("SOLVER.EPOCHS", 1).dump())
     grid = tmp_path / "grid.yaml"
@@ -118,6 +119,9 @@ def test_bench_grid_runs_every_cell_once_and_writes_tables(tmp_path, cls_cfg, ca
         main(["bench", "--grid", str(grid), "--output-dir", str(out)])
     assert (out / "resnet14-resnet8" / "kd" / "seed1" / "last.pth").stat().st_mtime_ns == stamp
     assert sum("skip" in r.getMessage() for r in caplog.records) == 5  # the teacher and the four cells
+    monkeypatch.setattr(grid_module, "analyze", lambda runs, output: pytest.fail("analyze_pairs=False analyzed"))
+    rows = grid_module.run_grid(grid, output_dir=out, analyze_pairs=False)
+    assert [(r["method"], r["seed"]) for r in rows] == [("vanilla", 0), ("vanilla", 1), ("kd", 0), ("kd", 1)]
 
 
 def test_bench_grid_with_unknown_keys_is_refused(tmp_path):

@@ -387,7 +387,7 @@ def train_classification(folder: Path) -> dict[str, dict[str, float]]:
     """Run the classification demo grid (resumable) into `folder`; returns {CLASSIFICATION_TEST_SET: {"teacher"
     and each method: test top-1}}, the stage's stored result."""
     setup_logger(name="classification")
-    rows = run_grid(CLASSIFICATION_GRID, output_dir=folder)
+    rows = run_grid(CLASSIFICATION_GRID, output_dir=folder, analyze_pairs=False)
     top1 = {row["method"]: row["test_top1_selected"] for row in rows}
     return {CLASSIFICATION_TEST_SET: {"teacher": rows[0]["teacher_top1"], **top1}}
 

@@ -180,9 +180,11 @@ def _execute(run: Run, cfg: CfgNode) -> dict[str, Any]:
     return Trainer(cfg, resume=True).train()
 
 
-def run_grid(path: str | Path, output_dir: str | Path | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Train every teacher, then every cell (skipping finished ones); write results.csv/.md/.png, then the UniKD
-    paper's analyses of every pair's methods at the first seed (analysis/<pair>/, `classification.analysis`)."""
+def run_grid(path: str | Path, output_dir: str | Path | None = None, dry_run: bool = False,
+             analyze_pairs: bool = True) -> list[dict[str, Any]]:
+    """Train every teacher, then every cell (skipping finished ones); write results.csv/.md/.png, then, unless
+    `analyze_pairs` is False, the UniKD paper's analyses of every pair's methods at the first seed
+    (analysis/<pair>/, `classification.analysis`; the demo, which shows no figures, skips them)."""
     grid = load_grid(path)
     out = Path(output_dir or grid.get("output_dir") or "output/bench")
     teachers, cells = plan_runs(grid, out)
@@ -199,7 +201,7 @@ def run_grid(path: str | Path, output_dir: str | Path | None = None, dry_run: bo
         logger.info("cell %d/%d", index, len(cells))
         rows.append({**label, **_execute(run, cfgs[run.name])})
         write_reports(rows, out, grid.get("reference"))
-    for pair, runs in analysis_sets(cells, grid["seeds"][0]).items():
+    for pair, runs in (analysis_sets(cells, grid["seeds"][0]) if analyze_pairs else {}).items():
         logger.info("analyzing %s (seed %d, %d methods)", pair, grid["seeds"][0], len(runs))
         analyze(runs, out / "analysis" / pair)
     return rows
