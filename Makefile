@@ -34,10 +34,10 @@ BENCH_DET_ABLATION := unikd_p5_only unikd_aff16 unikd_aff64 unikd_pool7 unikd_al
 bench-det: setup
 	cd $(REPO) && $(PY) tools/demo.py --part detection --seeds 0 1 2 --jobs 2 --threads 1 \
 		--det-methods $(BENCH_DET_METHODS) $(BENCH_DET_ABLATION) --output-dir $(BENCH_DET)
-	cd $(REPO) && $(PY) tools/analyze_det.py --output $(BENCH_DET)/analyze_det \
+	cd $(REPO) && $(PY) tools/analyze_det.py \
 		--config-file $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/seed0/$(m)/config.yaml) \
 		--weights $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/seed0/$(m)/model_final.pth) \
-		--labels $(BENCH_DET_METHODS) \
+		--labels $(BENCH_DET_METHODS) --output $(BENCH_DET)/analyze_det \
 		DISTILL.TEACHER.CONFIG configs/Demo/teacher-R18.yaml DISTILL.TEACHER.WEIGHTS $(BENCH_DET)/teacher/model_final.pth
 
 bench-classification: setup

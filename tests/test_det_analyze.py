@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
+import subprocess
 
 import pytest
 import torch
@@ -57,3 +59,16 @@ def test_two_students_give_one_curve_each_with_their_roi_counts(tmp_path, traine
 def test_mismatched_argument_counts_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="same number"):
         _tool().main(["--config-file", "a.yaml", "b.yaml", "--weights", "a.pth"])
+
+
+def test_make_bench_det_passes_the_teacher_as_overrides_not_as_labels():
+    """The Makefile's analyze_det command line, as `make -n` prints it, parses into one label per student and the
+    teacher overrides (a KEY VALUE list after `--labels` would be read as more labels)."""
+    printed = subprocess.run(["make", "-n", "--no-print-directory", "bench-det"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    lines = printed[printed.index("tools/analyze_det.py"):].splitlines()
+    end = next(i for i, line in enumerate(lines) if not line.endswith("\\"))  # the command's last line
+    command = shlex.split(" ".join(line.rstrip("\\") for line in lines[:end + 1]))
+    args = _tool().build_parser().parse_args(command[1:])
+    assert len(args.config_file) == len(args.weights) == len(args.labels) == 6
+    assert args.opts[::2] == ["DISTILL.TEACHER.CONFIG", "DISTILL.TEACHER.WEIGHTS"]

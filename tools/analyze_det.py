@@ -2,15 +2,15 @@
 """How closely trained detection students follow their teacher: the CDF of |student - teacher| ROI class
 logits on the same boxes (the detection counterpart of the UniKD paper's Figure 4).
 
-    python tools/analyze_det.py --config-file configs/Demo/UniKD-R18.yaml --weights output/demo/unikd/model_final.pth \
-        [--config-file ... --weights ...] [--labels unikd ...] [--dataset fashion_mosaic_val] \
-        [--output output/analyze_det] [KEY VALUE ...]
+    python tools/analyze_det.py --config-file CONFIG [CONFIG ...] --weights WEIGHTS [WEIGHTS ...] \
+        [--labels LABEL ...] [--dataset fashion_mosaic_val] [--output output/analyze_det] [KEY VALUE ...]
 
-Each `--config-file` is paired with the `--weights` at the same position. A config without distillation (a
-plain student) needs the teacher named by overrides: `DISTILL.TEACHER.CONFIG ... DISTILL.TEACHER.WEIGHTS ...`
-(the overrides apply to every config). Writes `roi_logit_diff_cdf.png` (one curve per student) and
-`roi_logit_diff.json` (per student: ROI count, mean |difference|, the CDF at a few thresholds, and the mean
-|corr_s - corr_t| of the class-logit correlation matrices).
+Each config is paired with the weights at the same position. The KEY VALUE overrides come last, after an option
+that takes one value (`--output` or `--dataset`): after a list option they would be read as more list items. A
+config without distillation (a plain student) needs the teacher named by overrides: `DISTILL.TEACHER.CONFIG ...
+DISTILL.TEACHER.WEIGHTS ...` (the overrides apply to every config). Writes `roi_logit_diff_cdf.png` (one curve
+per student) and `roi_logit_diff.json` (per student: ROI count, mean |difference|, the CDF at a few thresholds,
+and the mean |corr_s - corr_t| of the class-logit correlation matrices).
 """
 from __future__ import annotations
 
