@@ -108,12 +108,18 @@ def test_the_aggregate_equals_a_hand_computation(fake_demo, tmp_path):
     assert rows["Student R18-FPN + ROI-KD"][:4] == ["125", "13.00 +- 1.32", "26.00 +- 2.65", "6.50 +- 0.66"]
     assert rows["Student R18-FPN + ROI-KD"][4] == "+2.00 [+0.76, +3.24] *"
     assert rows["Student R18-FPN + UniKD"][4] == "+0.67 [-3.13, +4.46]"
-    assert rows["Student R18-FPN (no KD)"][4:] == ["", "", "", ""]
-    assert rows["Student R18-FPN + ROI-KD"][7] == ""
-    # unikd - kd in AP: -1, -3.5, 0.5 -> mean -4/3, sample std sqrt(((1/3)^2 + (13/6)^2 + (11/6)^2) / 2).
+    assert rows["Student R18-FPN (no KD)"][4:] == [""] * 5
+    header = next(line for line in validation.splitlines() if line.startswith("| Model"))
+    assert [c.strip() for c in header.split("|")[9:11]] == ["AP - ROI-KD [95% CI]", "AP - UniKD [95% CI]"]
+    assert rows["Student R18-FPN + ROI-KD"][7] == "" and rows["Student R18-FPN + UniKD"][8] == ""
+    # unikd - kd in AP: -1, -3.5, 0.5 -> mean -4/3, sample std sqrt(((1/3)^2 + (13/6)^2 + (11/6)^2) / 2); kd -
+    # unikd is its mirror image.
     deviations = (-1 + 4 / 3, -3.5 + 4 / 3, 0.5 + 4 / 3)
     half = T_975_DF2 * math.sqrt(sum(d * d for d in deviations) / 2) / math.sqrt(3)
     assert rows["Student R18-FPN + UniKD"][7] == f"{-4 / 3:+.2f} [{-4 / 3 - half:+.2f}, {-4 / 3 + half:+.2f}]"
+    assert rows["Student R18-FPN + ROI-KD"][8] == f"{4 / 3:+.2f} [{4 / 3 - half:+.2f}, {4 / 3 + half:+.2f}]"
+    assert summary["unikd"]["reference_differences"].keys() == {"kd"}
+    assert summary["kd"]["reference_differences"].keys() == {"unikd"}
     assert rows["Teacher R18-FPN"][1:4] == ["30.00", "60.00", "15.00"]
     assert "ranked only where that interval excludes zero" in report
     assert "Ranked: kd is above the plain student in AP (+2.00 [+0.76, +3.24])." in validation

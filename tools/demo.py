@@ -115,7 +115,9 @@ HOLDOUT_TITLE = ("COCO box AP on the holdout mosaics (200 images from training-s
 # --seeds evaluates every stage on both, one table each: the reported split, and the holdout choices are made on.
 SEEDS_TEST_SETS = {VAL_NAME: TITLE, HOLDOUT_NAME: HOLDOUT_TITLE}
 BASELINE = "student"  # the method every other one is compared with over seeds
-KD_BASELINE = "kd"  # also compared with, in AP, when among the methods (the UniKD ablation's reference)
+# Also compared with, in AP, when among the methods: ROI-KD (the issue's reference for the UniKD ablation) and
+# UniKD at its defaults (what each ablation stage changes one switch of), by method name and table name.
+AP_REFERENCES = {"kd": "ROI-KD", "unikd": "UniKD"}
 CONFIDENCE = 0.95
 METRICS = ("AP", "AP50", "AP75")
 CLASSIFICATION_GRID = REPO / "classification" / "configs" / "bench" / "fashion_mnist_demo.yaml"
@@ -177,9 +179,9 @@ def student_folder(output: Path, method: str, seed: int | None) -> Path:
 
 def summarize_seeds(results: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
     """Per method: mean and sample std of each metric over the seeds; other than the BASELINE, the paired
-    difference of each metric to the BASELINE over the same seeds with its CONFIDENCE t-interval; and, when
-    KD_BASELINE is among the methods, the paired AP difference to it ("kd_difference"). `results[method][i]` is
-    the method's result with the i-th seed."""
+    difference of each metric to the BASELINE over the same seeds with its CONFIDENCE t-interval; and the paired
+    AP difference to each of the AP_REFERENCES among the methods other than itself ("reference_differences", by
+    reference method). `results[method][i]` is the method's result with the i-th seed."""
     summary = {}
     for method, runs in results.items():
         entry = {"mean_std": {m: mean_std([run[m] for run in runs]) for m in METRICS}}
@@ -188,49 +190,52 @@ def summarize_seeds(results: dict[str, list[dict[str, float]]]) -> dict[str, dic
                 m: paired_difference([run[m] for run in runs], [run[m] for run in results[BASELINE]], CONFIDENCE)
                 for m in METRICS
             }
-        if KD_BASELINE in results and method not in (BASELINE, KD_BASELINE):
-            entry["kd_difference"] = paired_difference(
-                [run["AP"] for run in runs], [run["AP"] for run in results[KD_BASELINE]], CONFIDENCE)
+            entry["reference_differences"] = {
+                reference: paired_difference([run["AP"] for run in runs],
+                                             [run["AP"] for run in results[reference]], CONFIDENCE)
+                for reference in AP_REFERENCES if reference in results and reference != method
+            }
         summary[method] = entry
     return summary
 
 
 def seeds_report(teacher_row: list, summary: dict[str, dict], iterations: dict[str, int], seeds: list[int],
                  title: str = TITLE) -> str:
-    """The over-seeds table of one test set (mean +- std, paired differences to the plain student and, when
-    ROI-KD ran, the AP difference to ROI-KD) and how to read it."""
+    """The over-seeds table of one test set (mean +- std, paired differences to the plain student and, for each
+    of the AP_REFERENCES that ran, the AP difference to it) and how to read it."""
     level = f"{CONFIDENCE:.0%}"
-    with_kd = any("kd_difference" in entry for entry in summary.values())
+    references = [r for r in AP_REFERENCES if r in summary]
     headers = ["Model", "Iterations", *METRICS, *[f"{m} - student [{level} CI]" for m in METRICS]]
-    headers += [f"AP - ROI-KD [{level} CI]"] if with_kd else []
+    headers += [f"AP - {AP_REFERENCES[r]} [{level} CI]" for r in references]
     blank = [""] * (len(headers) - 2 - len(METRICS))
     rows = [[*teacher_row[:2], *(f"{value:.2f}" for value in teacher_row[2:]), *blank]]
 
-    def marked(diff: PairedDifference) -> str:
-        return f"{diff}{' *' if diff.separated else ''}"
+    def marked(diff: PairedDifference | None) -> str:
+        return "" if diff is None else f"{diff}{' *' if diff.separated else ''}"
 
     ranked = []
     for method, entry in summary.items():
         cells = [f"{mean:.2f} +- {std:.2f}" for mean, std in entry["mean_std"].values()]
-        differences = entry.get("difference")
-        cells += [marked(d) for d in differences.values()] if differences else [""] * len(METRICS)
-        cells += [marked(entry["kd_difference"]) if "kd_difference" in entry else ""] if with_kd else []
+        differences = entry.get("difference", {})
+        to_references = entry.get("reference_differences", {})
+        cells += [marked(differences.get(m)) for m in METRICS]
+        cells += [marked(to_references.get(r)) for r in references]
         rows.append([STUDENT_STAGES[method].title, iterations[method], *cells])
-        for reference, diff in (("the plain student", (differences or {}).get("AP")),
-                                ("ROI-KD", entry.get("kd_difference"))):
+        compared = [("the plain student", differences.get("AP"))]
+        compared += [(AP_REFERENCES[r], diff) for r, diff in to_references.items()]
+        for reference, diff in compared:
             if diff is not None and diff.separated:
                 ranked.append(f"{method} is {'above' if diff.mean > 0 else 'below'} {reference} in AP ({diff})")
     table = tabulate(rows, headers=headers, tablefmt="github")
-    references = "the plain student's or ROI-KD's" if with_kd else "the plain student's"
+    names = " or ".join(["the plain student", *(AP_REFERENCES[r] for r in references)])
     return "\n".join([
         f"{title}, {len(seeds)} seeds ({', '.join(map(str, seeds))}):",
         table,
-        f"Mean +- sample std over the seeds (the teacher is trained once). '- student' ('- ROI-KD'): the mean "
-        f"paired difference to the plain student (ROI-KD) with the same seed (same initial weights and data "
-        f"order), with its {level} t-interval over the seeds. Methods are ranked only where that interval "
-        f"excludes zero (*).",
+        f"Mean +- sample std over the seeds (the teacher is trained once). 'X - Y': the mean paired difference of "
+        f"metric X to method Y with the same seed (same initial weights and data order), with its {level} "
+        f"t-interval over the seeds. Methods are ranked only where that interval excludes zero (*).",
         ("Ranked: " + "; ".join(ranked) + ".") if ranked
-        else f"No method's AP differs from {references} at {level} confidence: this table ranks none.",
+        else f"No method's AP differs from {names} at {level} confidence: this table ranks none.",
     ])
 
 
