@@ -280,12 +280,13 @@ def detection_stages(args: argparse.Namespace, output: Path) -> dict[str, Detect
     return entries
 
 
-def train_stages(args: argparse.Namespace, output: Path, logger: logging.Logger) -> dict[str, dict]:
-    """Bring every stage of `args.part` to a stored result (`unikd_det.stage_queue`: a stage another process
-    holds is left to it, a finished one is read): the detection stages, then the classification grid as one
-    stage, so with --jobs 2 the process that is done with its detection stages runs the classification part
-    while the other trains the teacher and the students that need it. Returns {stage key: result}."""
-    detection = detection_stages(args, output) if args.part in ("all", "detection") else {}
+def train_stages(args: argparse.Namespace, detection: dict[str, DetectionStage], output: Path,
+                 logger: logging.Logger) -> dict[str, dict]:
+    """Bring the `detection` stages (`detection_stages`) and, when `args.part` has it, the classification part
+    to a stored result (`unikd_det.stage_queue`: a stage another process holds is left to it, a finished one is
+    read): the detection stages, then the classification grid as one stage, so with --jobs 2 the process that
+    is done with its detection stages runs the classification part while the other trains the teacher and the
+    students that need it. Returns {stage key: result}."""
     queue = [entry.queued for entry in detection.values()]
     if args.part in ("all", "classification"):
         queue.append(QueuedStage(CLASSIFICATION_KEY, output / CLASSIFICATION_KEY, (CLASSIFICATION_TEST_SET,)))
@@ -330,15 +331,17 @@ def start_helpers(args: argparse.Namespace, output: Path, threads: int) -> list[
     return helpers
 
 
-def run_all_stages(args: argparse.Namespace, output: Path, logger: logging.Logger, threads: int) -> dict[str, dict]:
-    """Train every stage of `args.part` with `args.jobs` processes of `threads` torch threads each (this one and
-    `args.jobs - 1` helpers); returns {stage key: result}."""
+def run_all_stages(args: argparse.Namespace, detection: dict[str, DetectionStage], output: Path,
+                   logger: logging.Logger, threads: int) -> dict[str, dict]:
+    """Train the `detection` stages and the classification part when `args.part` has it, with `args.jobs`
+    processes of `threads` torch threads each (this one and `args.jobs - 1` helpers); returns {stage key:
+    result}."""
     if args.part in ("all", "detection"):
         logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
         register_fashion_mosaic(args.data_dir)
     helpers = start_helpers(args, output, threads)
     try:
-        results = train_stages(args, output, logger)
+        results = train_stages(args, detection, output, logger)
     except BaseException:
         for process, _ in helpers:
             process.terminate()
@@ -349,11 +352,11 @@ def run_all_stages(args: argparse.Namespace, output: Path, logger: logging.Logge
     return results
 
 
-def detection_report(args: argparse.Namespace, output: Path, results: dict[str, dict], threads: int) -> str:
-    """The detection table(s) from the stages' results (also to results.md; the per-seed numbers of every test
-    set to results.json). With --seeds every stage is scored on the validation mosaics (the reported table) and
-    on the holdout mosaics (a second table, the one to choose schedules and defaults on)."""
-    detection = detection_stages(args, output)
+def detection_report(args: argparse.Namespace, detection: dict[str, DetectionStage], output: Path,
+                     results: dict[str, dict], threads: int) -> str:
+    """The detection table(s) from the `detection` stages' results (also to results.md; the per-seed numbers of
+    every test set to results.json). With --seeds every stage is scored on the validation mosaics (the reported
+    table) and on the holdout mosaics (a second table, the one to choose schedules and defaults on)."""
     iterations = {key: entry.cfg.SOLVER.MAX_ITER for key, entry in detection.items()}
     seeds = args.seeds or [None]
     teacher_result = results["teacher"]
@@ -454,12 +457,13 @@ def main(argv: list[str] | None = None) -> list[str]:
     torch.set_num_threads(threads)
     logger.info("%d torch thread(s) per process, %d process(es)", threads, args.jobs)
     start = time.perf_counter()
-    results = run_all_stages(args, output, logger, threads)
+    detection = detection_stages(args, output) if args.part in ("all", "detection") else {}
+    results = run_all_stages(args, detection, output, logger, threads)
     if args.stages_only:
         return []
     tables = []
     if args.part in ("all", "detection"):
-        tables.append(detection_report(args, output, results, threads))
+        tables.append(detection_report(args, detection, output, results, threads))
     if args.part in ("all", "classification"):
         tables.append(classification_report(output))
     print("\n" + "\n\n".join(tables))
