@@ -27,7 +27,7 @@ bench: setup
 # once, one torch thread each (--jobs 2 --threads 1), so every stage's weights are the same whichever process
 # trained it and however many cores the machine has.
 BENCH_DET := output/bench-det
-# The UniKD ablation (tools/demo.py ABLATION_STAGES) runs in the same table, paired to ROI-KD as well.
+# The UniKD ablation (tools/demo.py ABLATION_STAGES) runs in the same table, paired to ROI-KD and to UniKD as well.
 BENCH_DET_METHODS := student kd dkd fitnet reviewkd unikd
 BENCH_DET_ABLATION := unikd_p5_only unikd_aff16 unikd_aff64 unikd_pool7 unikd_alpha0.5 unikd_alpha2 \
 	unikd_logit_dkd unikd_logit_none unikd_no_target_fit unikd_authors_code
