@@ -336,7 +336,7 @@ def run_all_stages(args: argparse.Namespace, detection: dict[str, DetectionStage
     """Train the `detection` stages and the classification part when `args.part` has it, with `args.jobs`
     processes of `threads` torch threads each (this one and `args.jobs - 1` helpers); returns {stage key:
     result}."""
-    if args.part in ("all", "detection"):
+    if detection:
         logger.info("Preparing the Fashion-MNIST mosaic data in %s", args.data_dir)
         register_fashion_mosaic(args.data_dir)
     helpers = start_helpers(args, output, threads)
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     if args.stages_only:
         return []
     tables = []
-    if args.part in ("all", "detection"):
+    if detection:
         tables.append(detection_report(args, detection, output, results, threads))
     if args.part in ("all", "classification"):
         tables.append(classification_report(output))
