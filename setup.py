@@ -1,4 +1,4 @@
-"""Installs the UniKD toolkit: the Detectron2 plugin `unikd_det` and the `classification` package."""
+"""Installs the UniKD toolkit: the shared layer `unikd`, the Detectron2 plugin `unikd_det` and the `classification` package."""
 from setuptools import find_packages, setup
 
 setup(
@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Knowledge distillation toolkit: UniKD for Detectron2 and a classification KD benchmark",
     python_requires=">=3.10",
-    packages=find_packages(include=["unikd_det", "unikd_det.*", "classification", "classification.*"]),
+    packages=find_packages(include=["unikd", "unikd.*", "unikd_det", "unikd_det.*", "classification", "classification.*"]),
     package_data={"classification": ["configs/*/*.yaml", "configs/*/*/*.yaml"]},
     install_requires=[
         "torch>=2.1",

@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unikd_det.core.logit_analysis import (
+from unikd.core.logit_analysis import (
     abs_logit_differences,
     correlation_difference,
     logit_agreement,
     plot_difference_cdfs,
     plot_heatmaps,
 )
-from unikd_det.core.run_dir import atomic_write_text
+from unikd.core.run_dir import atomic_write_text
 
 from .config import load_cfg
 from .data import build_data

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode as CN
 
-from unikd_det.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
+from unikd.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
 
 from .distillers import registered_distillers
 

@@ -14,7 +14,7 @@ from classification.data import build_data
 from classification.engine import Trainer
 from classification.engine.checkpoint import load_network
 from classification.models import build_model
-from unikd_det.core import kd_loss
+from unikd.core import kd_loss
 
 
 @pytest.fixture

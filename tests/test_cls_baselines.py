@@ -14,10 +14,10 @@ from classification.distillers import get_distiller_class
 from classification.distillers.terms import registered_terms
 from classification.engine.optim import build_optimizers
 from classification.models import build_model
-from unikd_det.core import kd_loss
-from unikd_det.core.attention import at_loss
-from unikd_det.core.nkd import nkd_loss
-from unikd_det.core.relational import rkd_loss, sp_loss
+from unikd.core import kd_loss
+from unikd.core.attention import at_loss
+from unikd.core.nkd import nkd_loss
+from unikd.core.relational import rkd_loss, sp_loss
 
 NUM_CLASSES = 5
 NUM_TRAIN = 40

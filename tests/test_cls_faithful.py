@@ -14,8 +14,8 @@ from classification.config import load_cfg
 from classification.distillers import get_distiller_class
 from classification.distillers.terms import registered_terms
 from classification.models import build_model
-from unikd_det.core.crd import ContrastSampler, sample_contrast_indices
-from unikd_det.core.ofd import ofd_margin_from_features
+from unikd.core.crd import ContrastSampler, sample_contrast_indices
+from unikd.core.ofd import ofd_margin_from_features
 
 NUM_CLASSES = 5
 NUM_TRAIN = 40

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 import torch
 
-from unikd_det.core import AdaptiveFeatureFusion, FeatureDistributionPredictor
+from unikd.core import AdaptiveFeatureFusion, FeatureDistributionPredictor
 
 CORE_DIR = pathlib.Path(__file__).resolve().parents[1] / "unikd_det" / "core"
 

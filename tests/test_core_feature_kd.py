@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from unikd_det.core.attention import at_loss, attention_map
-from unikd_det.core.hint import HintRegressor, hint_loss
-from unikd_det.core.ofd import OFDConnector, gaussian_negative_margin, ofd_loss, ofd_margin_from_features
-from unikd_det.core.relational import rkd_angle_loss, rkd_distance_loss, rkd_loss, sp_loss
-from unikd_det.core.review import AttentionBasedFusion, ReviewFusion, hcl_loss
+from unikd.core.attention import at_loss, attention_map
+from unikd.core.hint import HintRegressor, hint_loss
+from unikd.core.ofd import OFDConnector, gaussian_negative_margin, ofd_loss, ofd_margin_from_features
+from unikd.core.relational import rkd_angle_loss, rkd_distance_loss, rkd_loss, sp_loss
+from unikd.core.review import AttentionBasedFusion, ReviewFusion, hcl_loss
 
 
 def _gen(seed: int) -> torch.Generator:

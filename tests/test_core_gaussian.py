@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from unikd_det.core import gaussian_kl, gaussian_nll
+from unikd.core import gaussian_kl, gaussian_nll
 
 
 def _normal(mu, logvar):

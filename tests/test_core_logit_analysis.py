@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from unikd_det.core.logit_analysis import (
+from unikd.core.logit_analysis import (
     class_correlation,
     correlation_difference,
     empirical_cdf,

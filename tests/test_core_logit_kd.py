@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from unikd_det.core import dkd_loss, kd_loss
+from unikd.core import dkd_loss, kd_loss
 
 
 def _hand_kd(z_s, z_t, tau):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from unikd_det.core import (
+from unikd.core import (
     ContrastMemory,
     CRDLoss,
     Embed,
@@ -369,7 +369,7 @@ def test_crd_loss_gradients_and_memory():
 
 
 def test_contrast_memory_dense_and_gathered_scoring_agree(monkeypatch):
-    import unikd_det.core.crd as crd_module
+    import unikd.core.crd as crd_module
 
     outputs = []
     for factor in (crd_module.DENSE_SCORING_FACTOR, 0):  # 10 rows <= 4 * 3 contrasts: dense; factor 0: gather

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from unikd_det.core.run_dir import OutputDirLock, claim_output_dir, remove_temporaries
+from unikd.core.run_dir import OutputDirLock, claim_output_dir, remove_temporaries
 
 RUN_FILES = ("last.pth", "summary.json", "tensorboard")
 
@@ -21,7 +21,7 @@ def test_second_claim_of_a_locked_folder_is_refused_until_released(tmp_path):
 
 def test_lock_held_by_another_process_is_refused_and_dropped_when_it_dies(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from unikd_det.core.run_dir import OutputDirLock; "
+        [sys.executable, "-c", "import sys, time; from unikd.core.run_dir import OutputDirLock; "
          f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )

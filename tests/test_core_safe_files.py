@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unikd_det.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
-from unikd_det.core.files import load_torch_file, load_array_pickle
+from unikd.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
+from unikd.core.files import load_torch_file, load_array_pickle
 
 
 class _Planted:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from unikd_det.core.stats import (
+from unikd.core.stats import (
     mean_std,
     paired_difference,
     paired_to_baseline,

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from unikd_det.core import FeatureDistributionPredictor, UniKDLoss, UniKDOptions, kd_loss
+from unikd.core import FeatureDistributionPredictor, UniKDLoss, UniKDOptions, kd_loss
 
 S_CH, T_CH, K = [4, 8, 16], [6, 12, 24], 5
 

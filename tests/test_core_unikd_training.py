@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unikd_det.core import UniKDLoss, UniKDOptions
+from unikd.core import UniKDLoss, UniKDOptions
 
 NUM_CLASSES = 10
 TEACHER_WIDTHS = [8, 16, 32]

@@ -13,14 +13,9 @@ from detectron2.structures import BoxMode
 from PIL import Image
 from pycocotools.coco import COCO
 
-from unikd_det.data import (
-    FASHION_MNIST_CLASSES,
-    find_fashion_mnist_dir,
-    generate_mosaic_dataset,
-    load_fashion_mnist,
-    register_fashion_mosaic,
-)
-from unikd_det.data import fashion_mnist, mosaic
+from unikd.data import fashion_mnist
+from unikd.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist_dir, load_fashion_mnist
+from unikd_det.data import generate_mosaic_dataset, mosaic, register_fashion_mosaic
 
 SMALL = dict(num_images=8, canvas_size=64, min_item_size=12, max_item_size=32)
 

@@ -169,7 +169,7 @@ def test_each_ablation_stage_is_the_unikd_stage_with_its_switch_changed(method, 
     """The ablation stage's config differs from the UniKD stage's in exactly its overridden keys, passes the
     config checks, and its model builds (the switch's values are accepted)."""
     from unikd_det.config import validate_config
-    from unikd_det.core.checks import config_differences
+    from unikd.core.checks import config_differences
     from unikd_det.trainer import DistillTrainer
 
     demo = load_demo()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unikd_det.core.fgfi import near_object_masks
+from unikd.core.fgfi import near_object_masks
 
 
 def official_fgfi_mask(gt: torch.Tensor, anchors: torch.Tensor, size: tuple[int, int], factor: float) -> torch.Tensor:
@@ -179,7 +179,7 @@ def _official_hcl(feats_s, feats_t) -> float:
 
 @pytest.mark.parametrize("height,width", [(40, 24), (24, 40), (200, 304)])
 def test_reviewkd_hcl_skips_pools_by_height_as_official(height, width):
-    from unikd_det.core import hcl_loss
+    from unikd.core import hcl_loss
 
     gen = torch.Generator().manual_seed(5)
     sizes = [(-(-height // 2**k), -(-width // 2**k)) for k in range(5)]  # FPN p2..p6, ceil division

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unikd_det.core.fgfi import masked_imitation_loss, near_object_masks
+from unikd.core.fgfi import masked_imitation_loss, near_object_masks
 
 LEVELS = ["p2", "p3", "p4", "p5", "p6"]
 STOCK_LOSSES = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
@@ -117,7 +117,7 @@ def run_term(make_cfg, build, batched_inputs, train_forward, capture_ctx):
 
 
 def test_fitnet_term_matches_hint_loss_and_trains_its_adapters(run_term):
-    from unikd_det.core import hint_loss
+    from unikd.core import hint_loss
 
     opts = ["DISTILL.FITNET.ENABLED", True, "DISTILL.FITNET.WEIGHT", 0.5, "DISTILL.FITNET.IN_FEATURES", ["p3", "p5"]]
     model, losses, ctx = run_term(opts)
@@ -158,7 +158,7 @@ def test_fgfi_term_masks_near_objects(run_term, batched_inputs):
 
 
 def test_reviewkd_term_matches_core_hcl(run_term):
-    from unikd_det.core import hcl_loss
+    from unikd.core import hcl_loss
 
     opts = ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.REVIEWKD.WEIGHT", 1.2, "DISTILL.REVIEWKD.MID_CHANNELS", 8]
     model, losses, ctx = run_term(opts)
@@ -172,7 +172,7 @@ def test_reviewkd_term_matches_core_hcl(run_term):
 
 
 def test_mlkd_term_matches_core_on_roi_logits(run_term):
-    from unikd_det.core import mlkd_loss
+    from unikd.core import mlkd_loss
 
     opts = ["DISTILL.MLKD.ENABLED", True, "DISTILL.MLKD.TEMPERATURES", [1.0, 2.0], "DISTILL.MLKD.WEIGHT", 0.5]
     _, losses, ctx = run_term(opts)

@@ -81,7 +81,7 @@ def test_roi_kd_fg_mode_uses_only_foreground_rois(make_cfg, build, batched_input
 
 
 def test_roi_dkd_uses_sampling_labels(make_cfg, build, batched_inputs, train_forward, capture_ctx):
-    from unikd_det.core import dkd_loss
+    from unikd.core import dkd_loss
 
     model = build(make_cfg(roi=True, opts=["DISTILL.ROI.LOSS", "dkd", "DISTILL.ROI.DKD_BETA", 2.0]))
     seen = capture_ctx(model)

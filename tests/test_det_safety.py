@@ -215,7 +215,7 @@ def test_an_existing_run_is_refused_unless_resumed_or_overwritten(train_net, run
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(train_net, run_args, tmp_path):
-    from unikd_det.core.run_dir import claim_output_dir
+    from unikd.core.run_dir import claim_output_dir
 
     first = claim_output_dir(tmp_path / "out", train_net.RUN_FILES, resume=False)
     try:

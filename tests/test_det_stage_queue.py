@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from unikd_det.core.run_dir import OutputDirLock
+from unikd.core.run_dir import OutputDirLock
 from unikd_det.stage_queue import RESULT_NAME, QueuedStage, run_stages, stored_result
 
 SETS = ("val", "holdout")

@@ -28,7 +28,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.analysis import load_student, load_teacher, roi_logit_pairs  # noqa: E402
-from unikd_det.core.logit_analysis import abs_logit_differences, logit_agreement, plot_difference_cdfs  # noqa: E402
+from unikd.core.logit_analysis import abs_logit_differences, logit_agreement, plot_difference_cdfs  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
 

@@ -23,7 +23,7 @@ One seed (the configs' SEED, the default) does not rank methods: the difference 
 as the effects. `--seeds 0 1 2` trains the teacher once and every student stage once per seed (SEED; folders
 `seed<k>/<method>`), and prints each method's mean +- sample std of AP/AP50/AP75 over the seeds and its paired
 difference to the plain student (`student` must be among the methods) with a 95% t-interval over the seeds
-(`unikd_det.core.stats`): a method is ranked against the student only where that interval excludes zero.
+(`unikd.core.stats`): a method is ranked against the student only where that interval excludes zero.
 With --seeds every stage is scored on the validation mosaics (the reported table) and on the holdout mosaics
 (training-split items no training canvas shows: the table to choose schedules and defaults on). The per-seed
 numbers of both go to results.json. `make bench-det` runs the README's comparison this way.
@@ -66,7 +66,7 @@ from tabulate import tabulate  # noqa: E402
 from classification.bench import run_grid  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
-from unikd_det.core.stats import PairedDifference, mean_std, paired_difference  # noqa: E402
+from unikd.core.stats import PairedDifference, mean_std, paired_difference  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
 from unikd_det.data.register import HOLDOUT_NAME, VAL_NAME  # noqa: E402
 from unikd_det.stage_queue import QueuedStage, run_stages  # noqa: E402

@@ -25,8 +25,8 @@ from detectron2.utils import comm  # noqa: E402
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.checkpoint import SafeDetectionCheckpointer  # noqa: E402
 from unikd_det.config import merge_config_file, validate_config  # noqa: E402
-from unikd_det.core.checks import check_resume_changes, resume_note, resume_notes  # noqa: E402
-from unikd_det.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
+from unikd.core.checks import check_resume_changes, resume_note, resume_notes  # noqa: E402
+from unikd.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 

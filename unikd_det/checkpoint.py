@@ -15,7 +15,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _IncompatibleKeys
 
-from .core.files import load_torch_file, load_array_pickle
+from unikd.core.files import load_torch_file, load_array_pickle
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ independent sub-node with an `ENABLED` switch, so terms combine freely (ROI KD +
 import yaml
 from detectron2.config import CfgNode as CN
 
-from .core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
+from unikd.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
 from .mobilenet_fpn import add_mobilenetv2_config
 
 ROI_LOSSES = ("kl", "dkd")

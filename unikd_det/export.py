@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .core.files import load_torch_file
+from unikd.core.files import load_torch_file
 
 STUDENT_PREFIX = "student."
 # Every Detectron2 two-stage detector has these modules; a classification run's `student.*` keys do not.

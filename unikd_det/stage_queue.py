@@ -4,7 +4,7 @@ stores its evaluation there (`result.json`).
 A process takes the first stage whose prerequisites have finished and that no other process holds, so two
 processes at one thread each (tools/demo.py --jobs 2) keep two cores busy with different stages, and a rerun
 reads a finished stage's numbers instead of evaluating it again. The lock is the run lock of
-`unikd_det.core.run_dir`, which the kernel releases when its holder dies, so a killed process's stage is taken
+`unikd.core.run_dir`, which the kernel releases when its holder dies, so a killed process's stage is taken
 over (and resumed from its last checkpoint) by the next process that reaches it.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unikd_det.core.run_dir import OutputDirLock, atomic_write_text
+from unikd.core.run_dir import OutputDirLock, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

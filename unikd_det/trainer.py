@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from .checkpoint import SafeDetectionCheckpointer
-from .core.rng import rng_state, set_rng_state
+from unikd.core.rng import rng_state, set_rng_state
 from .meta_arch import DistillRCNN
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from typing import Any
 
 from yacs.config import CfgNode
 
-from unikd_det.core.checks import config_differences
+from unikd.core.checks import config_differences
 
 from ..analysis import analyze
 from ..config import RUN_ENVIRONMENT_KEYS, load_cfg, read_yaml

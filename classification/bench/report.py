@@ -4,7 +4,7 @@ mean +- std over seeds, paired differences with 95% t-intervals), and results.pn
 The main number of every run is its test top-1 at the epoch selected on the validation split
 (`test_top1_selected`; the best test epoch when the runs hold out no validation data, which the table then
 says). Each method is compared with the plain student (`vanilla`) and with `kd` of the same pair, paired by
-seed; a difference counts only where its interval excludes zero (`unikd_det.core.stats`). A grid that names a
+seed; a difference counts only where its interval excludes zero (`unikd.core.stats`). A grid that names a
 `reference` method (an ablation's default) also gets each method's validation top-1 and its paired difference
 to the reference on validation: the split a default is chosen on, never the test split.
 """
@@ -14,9 +14,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from unikd_det.core.stats import PairedDifference, mean_std, paired_to_baseline
+from unikd.core.stats import PairedDifference, mean_std, paired_to_baseline
 
-from unikd_det.core.run_dir import atomic_write_text
+from unikd.core.run_dir import atomic_write_text
 
 BASELINES = ("vanilla", "kd")
 MAIN = "test_top1_selected"

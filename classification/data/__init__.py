@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 from yacs.config import CfgNode
 
-from unikd_det.core.splits import balanced_subset, holdout_split
+from unikd.core.splits import balanced_subset, holdout_split
 
 from .imagenet import DeviceLoader, imagenet_datasets, subset
 from .memory import InMemoryLoader, random_crop_flip

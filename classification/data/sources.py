@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unikd_det.core.files import load_array_pickle
-from unikd_det.data.fashion_mnist import find_fashion_mnist_dir, load_fashion_mnist
+from unikd.core.files import load_array_pickle
+from unikd.data.fashion_mnist import find_fashion_mnist_dir, load_fashion_mnist
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -83,7 +83,7 @@ def load_fashion_mnist_as_cifar(root: str | Path) -> ImageArrays:
     """Fashion-MNIST as 32x32 3-channel images; statistics measured on the padded training split.
 
     The IDX files are looked up under `root` first, then where the Debian package dataset-fashion-mnist
-    installs them (see unikd_det.data.fashion_mnist.find_fashion_mnist_dir).
+    installs them (see unikd.data.fashion_mnist.find_fashion_mnist_dir).
     """
     folder = _fashion_dir(root) or find_fashion_mnist_dir()
     train_x, train_y = load_fashion_mnist("train", folder)

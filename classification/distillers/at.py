@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core.attention import at_loss
+from unikd.core.attention import at_loss
 
 from .terms import LossTerm, TermInputs, base_node, pair_from_deepest, register_term
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core.checks import check_choice
-from unikd_det.core.crd import REPLACEMENT_MODES, ContrastSampler, CRDLoss
+from unikd.core.checks import check_choice
+from unikd.core.crd import REPLACEMENT_MODES, ContrastSampler, CRDLoss
 
 from .terms import LossTerm, TermContext, TermInputs, base_node, register_term
 

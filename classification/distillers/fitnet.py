@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core.hint import HintRegressor, hint_loss
+from unikd.core.hint import HintRegressor, hint_loss
 
 from .terms import LossTerm, TermContext, TermInputs, base_node, probe_outputs, register_term
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core import kd_loss
+from unikd.core import kd_loss
 
 from .terms import LossTerm, TermInputs, base_node, register_term
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
-from unikd_det.core.mlkd import OFFICIAL_STRONG_KD_VIEWS, OFFICIAL_TEMPERATURES, mlkd_loss
+from unikd.core.mlkd import OFFICIAL_STRONG_KD_VIEWS, OFFICIAL_TEMPERATURES, mlkd_loss
 
 from ..data.strong_view import strong_view
 from .base import cross_entropy, no_grad_forward

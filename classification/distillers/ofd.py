@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
-from unikd_det.core.ofd import OFDConnector, ofd_loss, ofd_margin_from_features
+from unikd.core.ofd import OFDConnector, ofd_loss, ofd_margin_from_features
 
 from .terms import LossTerm, TermContext, TermInputs, base_node, pair_from_deepest, register_term, stage_maps
 

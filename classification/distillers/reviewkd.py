@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core.review import ReviewFusion, hcl_loss
+from unikd.core.review import ReviewFusion, hcl_loss
 
 from ..models import ModelOutput
 from .terms import LossTerm, TermContext, TermInputs, base_node, pair_from_deepest, register_term, stage_maps

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
-from unikd_det.core import kd_loss
-from unikd_det.core.checks import check_choice
+from unikd.core import kd_loss
+from unikd.core.checks import check_choice
 
 from ..models import build_model
 from .base import Distiller, cross_entropy, detached, register_distiller

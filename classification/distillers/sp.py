@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core.relational import sp_loss
+from unikd.core.relational import sp_loss
 
 from .terms import LossTerm, TermInputs, base_node, register_term
 

@@ -1,5 +1,5 @@
 """UniKD for classification (DESIGN section 3): AFF over the last stages of each network, FDP on the globally
-pooled fused map, the closed-form Gaussian KL, the teacher fit and a logit term, all from unikd_det.core.
+pooled fused map, the closed-form Gaussian KL, the teacher fit and a logit term, all from unikd.core.
 
 The AFF channel lists come from the models' `stage_channels`, so any zoo pair works without per-pair
 channel settings. In `authors_code` mode the teacher side is its stage-1 pre-activation map and the
@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 from yacs.config import CfgNode
 
-from unikd_det.core import UniKDLoss, UniKDOptions
+from unikd.core import UniKDLoss, UniKDOptions
 
 from ..models import ModelOutput
 from .base import linear_warmup

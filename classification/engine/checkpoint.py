@@ -1,9 +1,9 @@
 """Checkpoint files: atomic writes and loading weights with errors that name the file (RNG states:
-`unikd_det.core.rng`).
+`unikd.core.rng`).
 
-Every checkpoint is read with PyTorch's weights-only unpickler (`unikd_det.core.files.load_torch_file`), so a
+Every checkpoint is read with PyTorch's weights-only unpickler (`unikd.core.files.load_torch_file`), so a
 planted or hostile file can never run code; what the trainer saves is therefore kept to tensors, numbers,
-strings and plain containers (`unikd_det.core.rng` keeps numpy's RNG state as a tensor). Files written
+strings and plain containers (`unikd.core.rng` keeps numpy's RNG state as a tensor). Files written
 before that change hold numpy's state as a uint32 ndarray; the four globals that takes are admitted, and
 nothing else, so earlier teachers and runs stay readable (object arrays stay refused: their dtype class is
 not admitted).
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unikd_det.core.files import load_torch_file
+from unikd.core.files import load_torch_file
 
 FORMAT = "unikd-classification"
 # What numpy's RNG state (a uint32 ndarray) needs in the checkpoints written before the state became a tensor.

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from unikd_det.core.run_dir import atomic_write_text
+from unikd.core.run_dir import atomic_write_text
 
 
 class AccuracyMeter:

@@ -9,7 +9,7 @@ records the selected epoch with its validation and test top-1, and the best-test
 last-epoch top-1/top-5. `--resume` continues from `last.pth` with every network, optimizer, schedule, RNG state and the
 best accuracy restored, so the run ends with the numbers an uninterrupted run gives.
 
-An output folder belongs to one run (`unikd_det.core.run_dir.claim_output_dir`): a new run into a folder that
+An output folder belongs to one run (`unikd.core.run_dir.claim_output_dir`): a new run into a folder that
 holds a run is refused unless it resumes it or overwrites it, and a second concurrent run is refused. A resumed
 run may change only RESUME_MAY_CHANGE (more epochs, a new LR, where and how visibly it runs); each change is
 logged and recorded in `last.pth`, `summary.json` and as comments at the top of `config.yaml`.
@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from unikd_det.core import kd_loss
-from unikd_det.core.checks import check_resume_changes, resume_note
-from unikd_det.core.rng import rng_state, set_rng_state
-from unikd_det.core.run_dir import atomic_write_text, claim_output_dir
+from unikd.core import kd_loss
+from unikd.core.checks import check_resume_changes, resume_note
+from unikd.core.rng import rng_state, set_rng_state
+from unikd.core.run_dir import atomic_write_text, claim_output_dir
 
 from ..config import RESUME_MAY_CHANGE
 from ..data import DataBundle, build_data

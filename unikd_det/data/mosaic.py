@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .fashion_mnist import FASHION_MNIST_CLASSES
+from unikd.data.fashion_mnist import FASHION_MNIST_CLASSES
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from ..core.splits import holdout_split
-from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from unikd.core.splits import holdout_split
+from unikd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .mosaic import generate_mosaic_dataset
 
 TRAIN_NAME = "fashion_mosaic_train"
@@ -39,7 +39,7 @@ HOLDOUT_ITEM_SEED = 0
 def mosaic_item_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the training canvases' items, indices of the holdout canvases' items) into the Fashion-MNIST
     training split: `HOLDOUT_ITEMS` class-balanced items fixed by `HOLDOUT_ITEM_SEED` are held out
-    (`unikd_det.core.splits.holdout_split`), disjoint from the rest."""
+    (`unikd.core.splits.holdout_split`), disjoint from the rest."""
     train, held = holdout_split(torch.from_numpy(np.asarray(labels)), HOLDOUT_ITEMS, HOLDOUT_ITEM_SEED)
     return train.numpy(), held.numpy()
 

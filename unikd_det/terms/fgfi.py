@@ -2,7 +2,7 @@
 
 The near-object mask needs the anchors, so the term imitates exactly the levels of MODEL.RPN.IN_FEATURES
 and lays anchors out with the student's own anchor-generator config. Each level has a 3x3 adaptation
-conv (the paper's full-conv adaptation layer); the loss is `unikd_det.core.fgfi`'s L_imitation.
+conv (the paper's full-conv adaptation layer); the loss is `unikd.core.fgfi`'s L_imitation.
 
 Official code: twangnh/Distilling-Object-Detectors (`trainval_net_sup.py`, `lib/model/faster_rcnn/vgg11.py`).
 As there, the adapter weights start tiny (`INIT_STD`, 1e-4) and imitation has weight 0 for the first
@@ -18,7 +18,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 
-from ..core.fgfi import check_threshold_factor, masked_imitation_loss, near_object_masks
+from unikd.core.fgfi import check_threshold_factor, masked_imitation_loss, near_object_masks
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features, level_adapters
 
 

@@ -6,7 +6,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 
-from ..core import hint_loss
+from unikd.core import hint_loss
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features, level_adapters
 
 

@@ -1,10 +1,10 @@
 """Multi-level logit distillation on ROI logits (DISTILL.MLKD): instance-, class- and batch-level
 alignment of the student's and teacher's ROI class distributions over several temperatures
-(`unikd_det.core.mlkd_loss`).
+(`unikd.core.mlkd_loss`).
 
 There is no official detection MLKD: the MLKD authors (Jin-Ying/Multi-Level-Logit-Distillation) publish
 classification code only, so this term applies their classification loss (`mdistiller/distillers/
-KD_ours.py`, as `unikd_det.core.mlkd` documents) to the ROI logits of the sampled proposals. An ROI has a
+KD_ours.py`, as `unikd.core.mlkd` documents) to the ROI logits of the sampled proposals. An ROI has a
 single view, so the strong view of that recipe is the same logits, and the instance level then counts
 the same KD twice per temperature: once times the sample-mask fraction f (the weak-view term) and once
 unmasked (the strong-view term), (1 + f) x KD in all. `STRONG_VIEW_KD` (default true, the classification
@@ -17,8 +17,8 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 
-from ..core import mlkd_loss
-from ..core.mlkd import check_temperatures, sample_confidence_mask
+from unikd.core import mlkd_loss
+from unikd.core.mlkd import check_temperatures, sample_confidence_mask
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm
 
 

@@ -1,5 +1,5 @@
 """Knowledge review on FPN levels (DISTILL.REVIEWKD): the student's levels, finest first, pass through
-the ABF chain (`unikd_det.core.ReviewFusion`) and each output is matched to the teacher's level by HCL.
+the ABF chain (`unikd.core.ReviewFusion`) and each output is matched to the teacher's level by HCL.
 L = WEIGHT * sum over levels HCL(O_i, T_i); the authors' detection weights are 1.2 (R18 student),
 1.0 (R50) and 2.0 (MobileNetV2), with 256 mixed channels and pools 4, 2, 1."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 
-from ..core import ReviewFusion, hcl_loss
+from unikd.core import ReviewFusion, hcl_loss
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features
 
 

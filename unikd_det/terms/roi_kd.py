@@ -10,8 +10,8 @@ from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 
 from ..config import ROI_BACKGROUND_MODES, ROI_LOSSES
-from ..core import dkd_loss, kd_loss
-from ..core.checks import check_choice
+from unikd.core import dkd_loss, kd_loss
+from unikd.core.checks import check_choice
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm
 
 

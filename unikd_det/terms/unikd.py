@@ -7,7 +7,7 @@ dimension. The teacher-side Gaussian is fitted to the teacher's ROI logits of th
 temperature) and the student's Gaussian is pulled to it by the closed-form KL (paper Eq. 6).
 
 authors_code mode reproduces the authors' detection code (FabienCode/mdistiller at c22a722,
-detection/model/rcnn.py and detection/configs/UniKD/*.yaml; `unikd_det.core.unikd.DetectionAuthorsUniKD`):
+detection/model/rcnn.py and detection/configs/UniKD/*.yaml; `unikd.core.unikd.DetectionAuthorsUniKD`):
 no AFF; each network's own box-pooler features on the sampled boxes feed its own FDP, with a class head
 and a box-regression head; sampled softmax-KLs between the networks and to the logits and box deltas; DKD
 (1, 0.25, T 1) on the ROI logits. Switches in DISTILL.UNIKD.AUTHORS_CODE turn off its parts that neither
@@ -25,10 +25,10 @@ from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 from torchvision.ops import roi_align
 
 from ..config import UNIKD_LOGIT_LOSSES
-from ..core import UniKDLoss, UniKDOptions
-from ..core.checks import check_choice
-from ..core.options import MODES
-from ..core.unikd import REG_TARGETS, DetectionAuthorsUniKD
+from unikd.core import UniKDLoss, UniKDOptions
+from unikd.core.checks import check_choice
+from unikd.core.options import MODES
+from unikd.core.unikd import REG_TARGETS, DetectionAuthorsUniKD
 from .base import DISTILL_TERM_REGISTRY, DistillContext, DistillTerm, check_in_features
 
 CORE_LOGIT_LOSS = {"kl": "kd", "dkd": "dkd", "none": "none"}

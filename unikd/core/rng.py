@@ -1,6 +1,6 @@
 """The python, numpy, torch (and CUDA) RNG states as one checkpoint entry, for exact resumes in both front ends.
 
-Checkpoints are read weights-only (`unikd_det.core.files`), which refuses numpy arrays, so numpy's state is kept
+Checkpoints are read weights-only (`unikd.core.files`), which refuses numpy arrays, so numpy's state is kept
 with its key array as a tensor.
 """
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Data readers shared by both front ends (numpy only)."""
