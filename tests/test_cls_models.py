@@ -1,6 +1,7 @@
-"""classification.models: every zoo model honours the ModelOutput contract (shapes, stage channels,
-pre-activation maps, gradient flow, channels_last, autocast), parameter counts match the published
-ones, the ImageNet ResNets and MobileNetV2 are torchvision's networks, and build_model reports bad names."""
+"""classification.models: every zoo model honours the ModelOutput contract (shapes, the declared
+feature_info's names, channels, reductions and pre-activation flags, pre-activation maps, gradient flow,
+channels_last, autocast), parameter counts match the published ones, the ImageNet ResNets and MobileNetV2
+are torchvision's networks, and build_model reports bad names."""
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from classification.models import ModelOutput, available_models, build_model
+from unikd.terms.base import FeatureSpec
 
 # Millions of parameters as published: CRD paper / benchmark (CIFAR-100 classifiers).
 CIFAR_PARAMS_M = {
@@ -64,9 +66,17 @@ def check_contract(model: nn.Module, x: torch.Tensor, num_classes: int) -> Model
     batch = x.shape[0]
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (batch, num_classes)
-    assert len(out.feats) == len(model.stage_channels)
-    for feat, channels in zip(out.feats, model.stage_channels):
-        assert feat.shape[:2] == (batch, channels)
+    # the declared feature_info is what the forward returns: names, channels, reductions, pre-activations
+    assert not hasattr(model, "stage_channels")
+    assert len(model.feature_info) == len(out.feats)
+    assert [spec.name for spec in model.feature_info] == ["stem", *(f"stage{i}" for i in range(1, len(out.feats)))]
+    for feat, spec in zip(out.feats, model.feature_info):
+        assert isinstance(spec, FeatureSpec)
+        assert feat.shape[:2] == (batch, spec.channels)
+        height, width = feat.shape[-2:]
+        assert x.shape[-2] % height == 0 and x.shape[-1] % width == 0, (spec, feat.shape)  # integer reductions
+        assert (x.shape[-2] // height, x.shape[-1] // width) == (spec.reduction, spec.reduction), (spec, feat.shape)
+        assert spec.preact == (out.preact_feats is not None)
     sizes = [feat.shape[-2:] for feat in out.feats]
     assert all(a[0] >= b[0] and a[1] >= b[1] for a, b in zip(sizes, sizes[1:])), sizes
     assert out.pooled.shape == (batch, model.pooled_channels)
@@ -86,7 +96,7 @@ def test_registered_names():
     assert available_models("imagenet") == sorted(IMAGENET_PARAMS_M)
 
 
-@pytest.mark.parametrize("name", CIFAR_NAMES)
+@pytest.mark.parametrize("name", available_models("cifar"))  # every registered one (== CIFAR_NAMES)
 def test_cifar_contract_channels_last(name):
     torch.manual_seed(0)
     model = build_model(name, 100, "cifar").eval().to(memory_format=torch.channels_last)
@@ -113,7 +123,7 @@ def test_imagenet_param_counts(name, millions):
     assert count_params(name, "imagenet", 1000) / 1e6 == pytest.approx(millions, rel=0.005)
 
 
-@pytest.mark.parametrize("name", sorted(IMAGENET_PARAMS_M))
+@pytest.mark.parametrize("name", available_models("imagenet"))  # 64 px: every reduction (<= 32) divides it
 def test_imagenet_contract(name):
     torch.manual_seed(0)
     model = build_model(name, 1000, "imagenet").eval()

@@ -2,7 +2,8 @@
 
 Importing this package imports every model module, which registers its models; build one with
 `build_model(name, num_classes, family)`. Every model returns a `ModelOutput` (see registry.py) and
-exposes `stage_channels` and `pooled_channels`. Only torch is needed.
+declares `feature_info` (name, channels, reduction and pre-activation of each entry of `feats`) and
+`pooled_channels`. Only torch is needed.
 """
 from . import (  # noqa: F401  (imported for their registrations)
     cifar_mobilenetv2,
@@ -14,6 +15,6 @@ from . import (  # noqa: F401  (imported for their registrations)
     imagenet_mobilenet,
     imagenet_resnet,
 )
-from .registry import FAMILIES, ModelOutput, available_models, build_model, register_model
+from .registry import FAMILIES, ModelOutput, available_models, build_model, declare_features, register_model
 
-__all__ = ["FAMILIES", "ModelOutput", "available_models", "build_model", "register_model"]
+__all__ = ["FAMILIES", "ModelOutput", "available_models", "build_model", "declare_features", "register_model"]

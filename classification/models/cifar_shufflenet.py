@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import ConvNormAct, PreactBlock, classify_stages, init_weights
-from .registry import ModelOutput, register_model
+from .registry import ModelOutput, declare_features, register_model
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -50,16 +50,17 @@ class ShuffleNetV1(nn.Module):
         super().__init__()
         stem_channels, widths, depths = 24, (240, 480, 960), (4, 8, 4)
         self.stem = ConvNormAct(3, stem_channels, 1)
-        channels, stages = stem_channels, []
+        channels, stages, reductions = stem_channels, [], [1]  # stride-1 stem; each stage's first unit halves
         for index, (width, depth) in enumerate(zip(widths, depths)):
             # The first unit reads only 24 channels: its first 1x1 conv is not grouped.
             units = [ShuffleV1Unit(channels, width, 2, groups, 1 if index == 0 else groups)]
             units += [ShuffleV1Unit(width, width, 1, groups, groups) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*units))
             channels = width
+            reductions.append(reductions[-1] * 2)
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(channels, num_classes)
-        self.stage_channels = [stem_channels, *widths]
+        self.feature_info = declare_features([stem_channels, *widths], reductions, preact=True)
         self.pooled_channels = channels
         init_weights(self)
 
@@ -115,16 +116,17 @@ class ShuffleNetV2(nn.Module):
         super().__init__()
         stem_channels, widths, depths, head_channels = 24, (116, 232, 464), (4, 8, 4), 1024
         self.stem = ConvNormAct(3, stem_channels, 3)
-        channels, stages = stem_channels, []
+        channels, stages, reductions = stem_channels, [], [1]  # stride-1 stem; each stage's first unit halves
         for width, depth in zip(widths, depths):
             units = [ShuffleV2Unit(channels, width, 2)]
             units += [ShuffleV2Unit(width, width, 1) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*units))
             channels = width
+            reductions.append(reductions[-1] * 2)
         self.stages = nn.ModuleList(stages)
         self.head = ConvNormAct(channels, head_channels, 1)
         self.fc = nn.Linear(head_channels, num_classes)
-        self.stage_channels = [stem_channels, *widths]
+        self.feature_info = declare_features([stem_channels, *widths], reductions, preact=True)
         self.pooled_channels = head_channels
         init_weights(self)
 

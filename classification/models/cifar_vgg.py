@@ -12,7 +12,7 @@ from functools import partial
 from torch import Tensor, nn
 
 from .layers import ConvNormAct, classify_stages, init_weights, run_stage
-from .registry import ModelOutput, register_model
+from .registry import ModelOutput, declare_features, register_model
 
 WIDTHS = (64, 128, 256, 512, 512)
 CONVS_PER_BLOCK = {
@@ -30,9 +30,11 @@ class VGG(nn.Module):
 
     def __init__(self, convs_per_block: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
-        blocks, channels = [], 3
+        blocks, channels, reductions, reduction = [], 3, [], 1  # stride-1 convs; a pooled block halves first
         for index, (convs, width) in enumerate(zip(convs_per_block, WIDTHS)):
             layers: list[nn.Module] = [nn.MaxPool2d(2)] if index in POOLED_BLOCKS else []
+            reduction *= 2 if index in POOLED_BLOCKS else 1
+            reductions.append(reduction)
             for _ in range(convs):
                 layers.append(ConvNormAct(channels, width))
                 channels = width
@@ -40,7 +42,7 @@ class VGG(nn.Module):
         self.stem = blocks[0]
         self.stages = nn.ModuleList(blocks[1:])
         self.classifier = nn.Linear(channels, num_classes)
-        self.stage_channels = list(WIDTHS)
+        self.feature_info = declare_features(WIDTHS, reductions, preact=True)
         self.pooled_channels = channels
         init_weights(self)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import global_pool, init_weights
-from .registry import ModelOutput, register_model
+from .registry import ModelOutput, declare_features, register_model
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -55,17 +55,18 @@ class WideResNet(nn.Module):
         blocks = (depth - 4) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.conv1 = _conv3x3(3, 16)
-        channels, stages = 16, []
+        channels, stages, reductions = 16, [], [1]  # stride-1 stem conv
         for index, width in enumerate(widths):
             stride = 1 if index == 0 else 2
             stage = [PreActBlock(channels, width, stride)]
             stage += [PreActBlock(width, width, 1) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*stage))
             channels = width
+            reductions.append(reductions[-1] * stride)
         self.stages = nn.ModuleList(stages)
         self.bn = nn.BatchNorm2d(channels)
         self.fc = nn.Linear(channels, num_classes)
-        self.stage_channels = [16, *widths]
+        self.feature_info = declare_features([16, *widths], reductions, preact=True)
         self.pooled_channels = channels
         init_weights(self)
 

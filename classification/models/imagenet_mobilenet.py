@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .layers import ConvNormAct, PreactBlock, classify_stages, init_weights
 from .mobilenetv2_body import MobileNetV2
-from .registry import ModelOutput, register_model
+from .registry import ModelOutput, declare_features, register_model
 
 # MobileNetV1 stages: (output channels, blocks); each stage after the first starts with stride 2.
 V1_STAGES = ((64, 1), (128, 2), (256, 2), (512, 6), (1024, 2))
@@ -44,15 +44,18 @@ class MobileNetV1(nn.Module):
     def __init__(self, num_classes: int, stem_channels: int = 32) -> None:
         super().__init__()
         self.stem = ConvNormAct(3, stem_channels, 3, 2)
-        channels, stages = stem_channels, []
+        channels, stages, reductions = stem_channels, [], [2]  # stride-2 stem
         for index, (width, blocks) in enumerate(V1_STAGES):
-            stage = [DepthwiseSeparable(channels, width, 1 if index == 0 else 2)]
+            stride = 1 if index == 0 else 2
+            stage = [DepthwiseSeparable(channels, width, stride)]
             stage += [DepthwiseSeparable(width, width, 1) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*stage))
             channels = width
+            reductions.append(reductions[-1] * stride)
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(channels, num_classes)
-        self.stage_channels = [stem_channels] + [width for width, _ in V1_STAGES]
+        self.feature_info = declare_features([stem_channels] + [width for width, _ in V1_STAGES], reductions,
+                                             preact=True)
         self.pooled_channels = channels
         init_weights(self)
 

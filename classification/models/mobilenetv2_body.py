@@ -10,12 +10,14 @@ pre-activation maps and `preact_feats` is None; the 1x1 head conv feeds `pooled`
 """
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Sequence
 
 from torch import Tensor, nn
 
 from .layers import ConvNormAct, global_pool, init_weights
-from .registry import ModelOutput
+from .registry import ModelOutput, declare_features
 
 # (expansion t, output channels c, blocks n, first stride s) per group of blocks
 BlockSetting = tuple[int, int, int, int]
@@ -85,7 +87,9 @@ class MobileNetV2(nn.Module):
         layers.append(ConvNormAct(widths[-1], head_channels, 1, act=act))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_channels, num_classes))
-        self.stage_channels = [widths[index] for index in self.tapped]
+        reductions = list(itertools.accumulate(strides, operator.mul))
+        self.feature_info = declare_features([widths[i] for i in self.tapped], [reductions[i] for i in self.tapped],
+                                             preact=False)
         self.pooled_channels = head_channels
         init_weights(self)
 

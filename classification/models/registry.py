@@ -6,9 +6,11 @@ the family.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 from torch import Tensor, nn
+
+from unikd.core.features import FeatureSpec
 
 FAMILIES = ("cifar", "imagenet")
 
@@ -30,6 +32,16 @@ class ModelOutput(NamedTuple):
     feats: list[Tensor]
     pooled: Tensor
     preact_feats: list[Tensor] | None
+
+
+def declare_features(channels: Sequence[int], reductions: Sequence[int], preact: bool) -> list[FeatureSpec]:
+    """A zoo model's `feature_info`, one entry per map of `feats`: `stem`, `stage1`, `stage2`, ... with its
+    channels, its reduction (input side / map side) and whether `preact_feats` holds its pre-activation map.
+    Each model declares it while it is built, from its own layers' strides."""
+    if len(channels) != len(reductions):
+        raise ValueError(f"{len(channels)} channel counts for {len(reductions)} reductions")
+    names = ["stem", *(f"stage{index}" for index in range(1, len(channels)))]
+    return [FeatureSpec(name, int(c), int(r), preact) for name, c, r in zip(names, channels, reductions)]
 
 
 def register_model(family: str, name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -56,8 +68,9 @@ def available_models(family: str) -> list[str]:
 def build_model(name: str, num_classes: int, family: str = "cifar") -> nn.Module:
     """Build the registered model `name` of `family` with a `num_classes`-way classifier.
 
-    The returned module's forward gives a ModelOutput; it has `stage_channels` (channels of each entry of
-    `feats`) and `pooled_channels` (width of `pooled`).
+    The returned module's forward gives a ModelOutput; it has `feature_info` (a FeatureSpec per entry of
+    `feats`: name, channels, reduction, pre-activation; `declare_features`) and `pooled_channels` (width of
+    `pooled`).
     """
     models = _REGISTRY.get(family)
     if models is None:

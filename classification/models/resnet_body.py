@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import PreactBlock, global_pool, init_weights, run_stages
-from .registry import ModelOutput
+from .registry import ModelOutput, declare_features
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
@@ -94,15 +94,20 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(stem_channels)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()
         channels = stem_channels
-        self.stage_channels = [stem_channels]
+        feat_channels, reduction = [stem_channels], stem_stride
+        reductions = [reduction]
+        reduction *= 2 if stem_pool else 1  # the 3x3/2 max-pool between the stem and layer1
         for index, (depth, width) in enumerate(zip(depths, widths)):
             blocks = []
             for position in range(depth):
                 stride = 2 if index > 0 and position == 0 else 1
                 blocks.append(block(channels, width, stride))
                 channels = width * block.expansion
+                reduction *= stride
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
-            self.stage_channels.append(channels)
+            feat_channels.append(channels)
+            reductions.append(reduction)
+        self.feature_info = declare_features(feat_channels, reductions, preact=True)
         self.num_stages = len(depths)
         self.pooled_channels = channels
         self.fc = nn.Linear(channels, num_classes)
