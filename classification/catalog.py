@@ -20,7 +20,8 @@ Each value names its source beside it. Short names for the official repositories
   RepDistiller HobbitLong/RepDistiller: README.md (KD + CRD: -a 1 -b 0.8), train_student.py (CRD defaults)
   OFD          clovaai/overhaul-distillation: {CIFAR-100,ImageNet}/train_with_distillation.py (loss / 1e3 on
                CIFAR, / 1e4 on ImageNet); mdistiller configs/imagenet/r50_mv1/ofd.yaml (FEAT_WEIGHT 1e-4)
-  UniKD        FabienCode/mdistiller (the UniKD authors' code), notes in shared/notes/research
+  UniKD        FabienCode/mdistiller (the UniKD authors' code): mdistiller/distillers/UniLogits.py,
+               configs/UniLogits/cifar/<pair>.yaml (DKD alpha, beta, T, warm-up), mdistiller/engine/cfg.py
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from .distillers.terms import registered_terms
+from unikd.terms import registered_terms
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 
@@ -130,13 +131,13 @@ def _logit_nodes(setting: DataSetting, pair: Pair) -> dict[str, dict[str, Any]]:
     """The nodes of the logit terms with the setting's and the pair's published values."""
     warm, temp = setting.warmup_epochs, setting.temperature
     return {
-        "KD": {"TEMPERATURE": temp, "CE_WEIGHT": setting.kd_ce_weight, "KD_WEIGHT": setting.kd_weight},
-        "DKD": {"ALPHA": setting.dkd_alpha, "BETA": pair.dkd_beta, "TEMPERATURE": temp, "WARMUP_EPOCHS": warm},
+        "KD": {"TEMPERATURE": temp, "CE_WEIGHT": setting.kd_ce_weight, "WEIGHT": setting.kd_weight},
+        "DKD": {"ALPHA": setting.dkd_alpha, "BETA": pair.dkd_beta, "TEMPERATURE": temp, "WARMUP": warm},
         "NKD": {"TEMPERATURE": setting.nkd_temperature, "GAMMA": setting.nkd_gamma},
         # MLKD KD_ours.py: the KD node's CE / KD weights, and its temperature first, then 3, 5, 2, 6
-        "MLKD": {"CE_WEIGHT": setting.kd_ce_weight, "KD_WEIGHT": setting.kd_weight,
+        "MLKD": {"CE_WEIGHT": setting.kd_ce_weight, "WEIGHT": setting.kd_weight,
                  "TEMPERATURES": [temp, 3.0, 5.0, 2.0, 6.0]},
-        "REVIEWKD": {"WEIGHT": pair.reviewkd_weight, "WARMUP_EPOCHS": warm,
+        "REVIEWKD": {"WEIGHT": pair.reviewkd_weight, "WARMUP": warm,
                      "STUDENT_PREACT": setting.reviewkd_student_preact},
     }
 
@@ -146,8 +147,7 @@ def _hybrid(terms: list[str], ce_weight: float = 1.0) -> dict[str, Any]:
 
 
 def _unikd_node(setting: DataSetting, pair: Pair, logit_loss: str) -> dict[str, Any]:
-    node = {"MODE": "paper", "NUM_LEVELS": 2, "ALPHA": 1.0, "BETA": 1.0, "LOGIT_LOSS": logit_loss,
-            "TEMPERATURE": setting.temperature, "WARMUP_EPOCHS": setting.warmup_epochs, "AFF": {"CHANNELS": 32}}
+    node = {"LOGIT_LOSS": logit_loss, "TEMPERATURE": setting.temperature, "WARMUP": setting.warmup_epochs}
     if logit_loss == "dkd":
         node.update({"DKD_ALPHA": setting.dkd_alpha, "DKD_BETA": pair.dkd_beta})
     return node
@@ -157,11 +157,11 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
     """(header comment, config content) of `method` on `pair`, without MODEL / _BASE_ / OUTPUT_DIR."""
     logit = _logit_nodes(setting, pair)
     kd, dkd, rev = logit["KD"], logit["DKD"], logit["REVIEWKD"]
-    dkd_text = f"DKD alpha {dkd['ALPHA']:g}, beta {dkd['BETA']:g}, T {dkd['TEMPERATURE']:g}, {dkd['WARMUP_EPOCHS']:g}-epoch warm-up"
-    kd_text = f"KD T {kd['TEMPERATURE']:g}, CE {kd['CE_WEIGHT']:g}, KD {kd['KD_WEIGHT']:g}"
-    rev_text = f"ReviewKD weight {rev['WEIGHT']:g}, {rev['WARMUP_EPOCHS']:g}-epoch warm-up"
+    dkd_text = f"DKD alpha {dkd['ALPHA']:g}, beta {dkd['BETA']:g}, T {dkd['TEMPERATURE']:g}, {dkd['WARMUP']:g}-epoch warm-up"
+    kd_text = f"KD T {kd['TEMPERATURE']:g}, CE {kd['CE_WEIGHT']:g}, KD {kd['WEIGHT']:g}"
+    rev_text = f"ReviewKD weight {rev['WEIGHT']:g}, {rev['WARMUP']:g}-epoch warm-up"
     mlkd = logit["MLKD"]
-    mlkd_text = (f"MLKD: weak and strong views, CE {mlkd['CE_WEIGHT']:g} on each, KD {mlkd['KD_WEIGHT']:g}, "
+    mlkd_text = (f"MLKD: weak and strong views, CE {mlkd['CE_WEIGHT']:g} on each, KD {mlkd['WEIGHT']:g}, "
                  f"temperatures {', '.join(f'{t:g}' for t in mlkd['TEMPERATURES'])}")
     crd_text = ("CRD: 128-d embeddings, 16384 negatives of other classes "
                 + ("with replacement" if setting.crd_replacement == "always" else "(distinct where possible)")
@@ -188,13 +188,13 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
         "nkd_star": ("NKD* = NKD + DKD (" + dkd_text + ")", ["nkd", "dkd"], 1.0, {"NKD": logit["NKD"], "DKD": dkd}),
         "kd_fitnet": ("KD + FitNet (" + kd_text + ")", ["kd", "fitnet"], kd["CE_WEIGHT"], {"KD": kd}),
         "kd_crd": ("KD + CRD as in the CRD paper: CE 1, KD 1 (T 4), CRD 0.8", ["kd", "crd"], 1.0,
-                   {"KD": {**kd, "KD_WEIGHT": 1.0}, "CRD": {"REPLACEMENT": setting.crd_replacement}}),
+                   {"KD": {**kd, "WEIGHT": 1.0}, "CRD": {"REPLACEMENT": setting.crd_replacement}}),
         "dkd_reviewkd": (f"DKD + ReviewKD ({dkd_text}; {rev_text})", ["dkd", "reviewkd"], 1.0,
                          {"DKD": dkd, "REVIEWKD": rev}),
         "mlkd_reviewkd": (f"MLKD + ReviewKD (MLKD's CE {mlkd['CE_WEIGHT']:g}; {rev_text})", ["mlkd", "reviewkd"],
                           mlkd["CE_WEIGHT"], {"MLKD": mlkd, "REVIEWKD": rev}),
         "unikd_kd": ("UniKD feature terms + KD as the logit term", ["unikd", "kd"], 1.0,
-                     {"UNIKD": _unikd_node(setting, pair, "none"), "KD": {**kd, "KD_WEIGHT": 1.0}}),
+                     {"UNIKD": _unikd_node(setting, pair, "none"), "KD": {**kd, "WEIGHT": 1.0}}),
         "unikd_nkd": ("UniKD feature terms + NKD as the logit term", ["unikd", "nkd"], 1.0,
                       {"UNIKD": _unikd_node(setting, pair, "none"), "NKD": logit["NKD"]}),
         "unikd_mlkd": (f"UniKD feature terms + MLKD as the logit term (MLKD's CE {mlkd['CE_WEIGHT']:g})",
@@ -209,17 +209,17 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
                 f"and {logit_text} as the logit term",
                 {"DISTILLER": {"NAME": "unikd"}, "UNIKD": _unikd_node(setting, pair, setting.unikd_logit_loss)})
     if method == "unikd_authors":
-        return ("UniKD as the authors' public code computes it (DESIGN section 3): separate FDPs, the teacher's "
+        return ("UniKD as the authors' public code computes it (docs/DESIGN.md section 5): separate FDPs, the teacher's "
                 f"stage-1 pre-activation map, sampled logits at tau' 1, the supplementary term, and {dkd_text}",
                 {"DISTILLER": {"NAME": "unikd"},
                  "UNIKD": {"MODE": "authors_code", "TEMPERATURE": setting.temperature,
                            "DKD_ALPHA": setting.dkd_alpha, "DKD_BETA": pair.dkd_beta, "SAMPLE_TEMPERATURE": 1.0,
-                           "SUPP_WEIGHT": 1.0, "WARMUP_EPOCHS": setting.warmup_epochs}})
+                           "SUPP_WEIGHT": 1.0, "WARMUP": setting.warmup_epochs}})
     if method == "slkd":
         return (f"SLKD: two {pair.teacher} SL-Ts trained alongside, {kd_text}, fused 0.5/0.5, not detached",
                 {"DISTILLER": {"NAME": "slkd"},
                  "SLKD": {"NUM_SLT": 2, "FUSION_WEIGHTS": [0.5, 0.5], "TEMPERATURE": kd["TEMPERATURE"],
-                          "CE_WEIGHT": kd["CE_WEIGHT"], "KD_WEIGHT": kd["KD_WEIGHT"]}})
+                          "CE_WEIGHT": kd["CE_WEIGHT"], "KD_WEIGHT": kd["WEIGHT"]}})
     raise KeyError(f"unknown catalog method {method!r}")
 
 
@@ -228,7 +228,7 @@ def term_nodes(content: dict[str, Any]) -> list[str]:
     terms = registered_terms()
     name = content["DISTILLER"]["NAME"]
     names = content["HYBRID"]["TERMS"] if name == "hybrid" else [name] if name in terms else []
-    return [terms[term].CONFIG_NODE for term in names]
+    return [term.upper() for term in names if term in terms]
 
 
 def render(setting: DataSetting, pair: Pair, method: str) -> str:
@@ -236,7 +236,7 @@ def render(setting: DataSetting, pair: Pair, method: str) -> str:
     text, content = method_config(setting, pair, method)
     if setting.ramp_every_term and term_nodes(content):
         for node in term_nodes(content):
-            content.setdefault(node, {}).setdefault("WARMUP_EPOCHS", setting.warmup_epochs)
+            content.setdefault(node, {}).setdefault("WARMUP", setting.warmup_epochs)
         text += f"; every term ramps in over {setting.warmup_epochs:g} epoch (short schedule)"
     model: dict[str, Any] = {"STUDENT": pair.student}
     if method != "vanilla":

@@ -1,7 +1,8 @@
 """Experiment configuration: yacs defaults in Detectron2's style, merged with a YAML file and KEY VALUE pairs.
 
-Every distiller owns its own sub-node (``KD``, ``DKD``, ``UNIKD``, ``SLKD``, ...): the defaults come from the
-distiller's class, so adding a method never touches this file.
+Every distillation term owns its sub-node (``KD``, ``DKD``, ``UNIKD``, ...), generated from its options
+dataclass with the classification preset (`unikd.terms.options_node`); the distillers that are not terms
+(``HYBRID``, ``SLKD``) give their node's defaults themselves. Adding a method never touches this file.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from yacs.config import CfgNode as CN
 
 from unikd.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
 
-from .distillers import registered_distillers
+from unikd.terms import options_node, registered_terms
+
+from .distillers.base import named_distillers
+from .distillers.terms import TASK
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ CLS_VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("DATASET.NUM_WORKERS", 0.0),
     ValueRule("DATASET.SYNTHETIC.*", 1.0),
     ValueRule("SLKD.NUM_SLT", 1.0),
-    ValueRule("UNIKD.NUM_LEVELS", 1.0),
+    ValueRule("UNIKD.NUM_LEVELS", 0.0),
     ValueRule("CRD.NCE_K", 1.0),
     ValueRule("CRD.FEAT_DIM", 1.0),
     BoundedRule("CRD.NCE_MOMENTUM", 0.0, maximum=1.0),
@@ -116,9 +120,12 @@ def _base_defaults() -> CN:
 
 
 def get_cfg() -> CN:
-    """A fresh copy of every default, including each registered distiller's node."""
+    """A fresh copy of every default: each registered term's node (its options with the classification
+    preset) and the nodes of the distillers that are not terms."""
     cfg = _base_defaults()
-    for name, distiller in registered_distillers().items():
+    for name, term in registered_terms().items():
+        cfg[name.upper()] = options_node(term.Options, TASK)
+    for distiller in named_distillers().values():
         node = distiller.CONFIG_NODE
         if node is not None and node not in cfg:
             cfg[node] = distiller.default_config()
@@ -126,7 +133,7 @@ def get_cfg() -> CN:
 
 
 def _ints_as_floats(defaults: CN, content: dict) -> dict:
-    """Turn integers given for float keys into floats (yacs would reject `WARMUP_EPOCHS: 20`)."""
+    """Turn integers given for float keys into floats (yacs would reject `WARMUP: 20` for a float key)."""
     out = {}
     for key, value in content.items():
         default = defaults.get(key) if isinstance(defaults, CN) else None

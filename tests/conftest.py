@@ -128,16 +128,16 @@ def teacher_files(tmp_path_factory):
 def make_cfg(teacher_files):
     """Factory of tiny configs: DistillRCNN student with the session teacher, terms switched by flags.
 
-    make_cfg(roi=False, unikd=False, opts=()) -> unfrozen CfgNode (META_ARCHITECTURE DistillRCNN).
+    make_cfg(kd=False, unikd=False, opts=()) -> unfrozen CfgNode (META_ARCHITECTURE DistillRCNN).
     """
     config_path, weights_path = teacher_files
 
-    def make(roi: bool = False, unikd: bool = False, opts=()):
+    def make(kd: bool = False, unikd: bool = False, opts=()):
         cfg = stock_cfg()
         cfg.MODEL.META_ARCHITECTURE = "DistillRCNN"
         cfg.DISTILL.TEACHER.CONFIG = str(config_path)
         cfg.DISTILL.TEACHER.WEIGHTS = str(weights_path)
-        cfg.DISTILL.ROI.ENABLED = roi
+        cfg.DISTILL.KD.ENABLED = kd
         cfg.DISTILL.UNIKD.ENABLED = unikd
         cfg.merge_from_list(list(opts))
         return cfg
@@ -211,7 +211,7 @@ def train_forward():
 
 @pytest.fixture
 def capture_ctx():
-    """capture_ctx(model) -> a list that receives the DistillContext each distillation term is called with."""
+    """capture_ctx(model) -> a list that receives the Batch each distillation term is called with."""
 
     def capture(model):
         seen = []
@@ -246,8 +246,8 @@ def mosaic_data(_mosaic_root):
 def trainer_cfg(make_cfg, mosaic_data, tmp_path):
     """Factory: a tiny DistillTrainer config on the tiny mosaic set, OUTPUT_DIR under tmp_path."""
 
-    def make(roi: bool = False, unikd: bool = True, opts=()):
-        cfg = make_cfg(roi=roi, unikd=unikd)
+    def make(kd: bool = False, unikd: bool = True, opts=()):
+        cfg = make_cfg(kd=kd, unikd=unikd)
         cfg.DATASETS.TRAIN = (mosaic_data[0],)
         cfg.DATASETS.TEST = (mosaic_data[1],)
         cfg.OUTPUT_DIR = str(tmp_path / "output")

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from classification.config import load_cfg
 from classification.data.strong_view import strong_view
 from classification.distillers import get_distiller_class
-from classification.distillers.terms import registered_terms
+from classification.config import get_cfg
+from classification.distillers.terms import TermDistiller
 from classification.engine.optim import build_optimizers
 from classification.models import build_model
+from unikd.terms import options_node, registered_terms
 from unikd.core import kd_loss
 from unikd.core.attention import at_loss
 from unikd.core.nkd import nkd_loss
@@ -43,8 +45,21 @@ def _batch(n=4):
 
 def test_every_registered_term_is_a_method_and_the_papers_baselines_are_there():
     assert set(FEATURE_TERMS + LOGIT_TERMS + ("unikd",)) <= set(registered_terms())
-    for name in registered_terms():
-        assert get_distiller_class(name).CONFIG_NODE == registered_terms()[name].CONFIG_NODE
+    cfg = get_cfg()
+    for name, term in registered_terms().items():
+        method = get_distiller_class(name)
+        assert issubclass(method, TermDistiller) and method.CONFIG_NODE == name.upper(), name
+        # the method's node is the term's options dataclass with the classification preset
+        assert cfg[name.upper()] == options_node(term.Options, "classification"), name
+    for name in FEATURE_TERMS + LOGIT_TERMS:
+        distiller = _build(name, student="resnet8x4" if name == "ofd" else "resnet8")
+        assert list(distiller.terms) == [name] and type(distiller.terms[name]) is registered_terms()[name]
+        assert distiller.node is distiller.cfg[name.upper()]
+
+
+def test_a_detection_only_term_is_refused_by_classification_when_built():
+    with pytest.raises(ValueError, match="FGFI needs anchor levels, which classification does not lay out"):
+        _build("fgfi")
 
 
 @pytest.mark.parametrize("method", FEATURE_TERMS + LOGIT_TERMS)
@@ -70,11 +85,12 @@ def test_each_method_trains_one_step_with_gradients_where_they_belong(method):
 def test_terms_compute_the_core_losses_on_the_models_taps():
     images, targets, indices = _batch()
     for method, check in {
+        # AT: every stage (IN_FEATURES ['stage*'], i.e. all maps but the stem); SP: the deepest stage (NUM_LEVELS 1)
         "at": lambda s, t, n: n.WEIGHT * at_loss(s.feats[1:], t.feats[1:], n.P),
         "sp": lambda s, t, n: n.WEIGHT * sp_loss(s.feats[-1], t.feats[-1]),
         "rkd": lambda s, t, n: n.WEIGHT * rkd_loss(s.pooled, t.pooled, n.DISTANCE_WEIGHT, n.ANGLE_WEIGHT),
         "nkd": lambda s, t, n: n.WEIGHT * nkd_loss(s.logits, t.logits, targets, n.TEMPERATURE, n.GAMMA),
-        "kd": lambda s, t, n: n.KD_WEIGHT * kd_loss(s.logits, t.logits, n.TEMPERATURE),
+        "kd": lambda s, t, n: n.WEIGHT * kd_loss(s.logits, t.logits, n.TEMPERATURE),
     }.items():
         distiller = _build(method).eval()
         _, losses = distiller.compute_losses(images, targets, 100.0, indices)
@@ -86,6 +102,39 @@ def test_terms_compute_the_core_losses_on_the_models_taps():
         assert torch.allclose(losses[name], expected, rtol=1e-5, atol=1e-7), method
         ce = F.cross_entropy(out_s.logits, targets)
         assert torch.allclose(losses["loss_ce"], node.CE_WEIGHT * ce, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "method,opts,taps",
+    [
+        ("at", ("AT.IN_FEATURES", "['stage2', 'stage3']"), [2, 3]),
+        ("at", ("AT.IN_FEATURES", "['stem']"), [0]),
+        ("sp", ("SP.NUM_LEVELS", 0), [1, 2, 3]),
+        ("sp", ("SP.NUM_LEVELS", 2), [2, 3]),
+        ("sp", ("SP.IN_FEATURES", "['stage1']"), [1]),
+    ],
+)
+def test_in_features_and_num_levels_choose_the_maps_a_term_taps(method, opts, taps):
+    images, targets, indices = _batch()
+    distiller = _build(method, *opts).eval()
+    assert distiller.terms[method].pairs == [(distiller.student.feature_info[i].name,) * 2 for i in taps]
+    _, losses = distiller.compute_losses(images, targets, 100.0, indices)
+    with torch.no_grad():
+        out_s, out_t = distiller.student(images), distiller.teacher(images)
+    node = distiller.node
+    if method == "at":
+        expected = node.WEIGHT * at_loss([out_s.feats[i] for i in taps], [out_t.feats[i] for i in taps], node.P)
+    else:
+        expected = node.WEIGHT * sum(sp_loss(out_s.feats[i], out_t.feats[i]) for i in taps)
+    assert torch.allclose(losses[f"loss_{method}"], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_tap_pattern_that_matches_nothing_or_too_few_maps_is_refused():
+    with pytest.raises(ValueError, match=r"AT.IN_FEATURES 'stage9' matches no feature of the student"):
+        _build("at", "AT.IN_FEATURES", "['stage9']")
+    with pytest.raises(ValueError, match=r"SP.IN_FEATURES \['stage\*'\] gives 3 features of the student, fewer "
+                                         r"than the 4 levels asked for"):
+        _build("sp", "SP.NUM_LEVELS", 4)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +170,7 @@ def test_hybrid_equals_the_sum_of_its_terms(terms):
 def test_hybrid_configuration_errors():
     with pytest.raises(ValueError, match="no loss terms"):
         _build("hybrid")
-    with pytest.raises(KeyError, match="unknown loss term 'fitnett'"):
+    with pytest.raises(KeyError, match="unknown distillation term 'fitnett'; available: at, crd, dkd, .*unikd"):
         _build("kd+fitnett")
     with pytest.raises(ValueError, match="more than once"):
         _build("kd+kd")
@@ -166,4 +215,4 @@ def test_mlkd_runs_the_strong_view_through_both_networks():
     _, losses = distiller.compute_losses(images, targets, 1.0, indices)
     assert calls == {"student": 2, "teacher": 2}
     assert {"loss_ce", "loss_mlkd_ce_strong", "loss_mlkd_kd", "loss_mlkd_cc", "loss_mlkd_bc"} == set(losses)
-    assert distiller.node.CE_WEIGHT == 0.1 and distiller.node.KD_WEIGHT == 0.9
+    assert distiller.node.CE_WEIGHT == 0.1 and distiller.node.WEIGHT == 0.9

@@ -61,10 +61,14 @@ def test_defaults_hold_every_registered_distillers_node():
 
 def test_base_file_is_merged_first_and_ints_are_accepted_for_floats(tmp_path):
     (tmp_path / "base.yaml").write_text("SOLVER:\n  LR: 0.2\n  EPOCHS: 7\n")
-    (tmp_path / "child.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  EPOCHS: 9\nDKD:\n  WARMUP_EPOCHS: 2\n")
+    (tmp_path / "child.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  EPOCHS: 9\nDKD:\n  WARMUP: 2\n  START: 1\n")
     cfg = load_cfg(tmp_path / "child.yaml", ["SOLVER.LR", "1"])
-    assert (cfg.SOLVER.LR, cfg.SOLVER.EPOCHS, cfg.DKD.WARMUP_EPOCHS) == (1.0, 9, 2.0)
-    assert isinstance(cfg.SOLVER.LR, float)
+    assert (cfg.SOLVER.LR, cfg.SOLVER.EPOCHS, cfg.DKD.WARMUP, cfg.DKD.START) == (1.0, 9, 2.0, 1.0)
+    assert isinstance(cfg.SOLVER.LR, float) and isinstance(cfg.DKD.WARMUP, float) and isinstance(cfg.DKD.START, float)
+    # the pre-rename key is not an alias: it is an unknown key, named
+    (tmp_path / "old.yaml").write_text("_BASE_: base.yaml\nDKD:\n  WARMUP_EPOCHS: 2\n")
+    with pytest.raises(KeyError, match="DKD.WARMUP_EPOCHS"):
+        load_cfg(tmp_path / "old.yaml")
 
 
 def test_config_errors_name_the_problem(tmp_path):

@@ -49,13 +49,30 @@ def test_kd_losses_match_the_formula():
 
 
 def test_dkd_weight_ramps_linearly_over_the_warmup():
-    distiller = _build("dkd", "DKD.WARMUP_EPOCHS", 20)
+    distiller = _build("dkd", "DKD.WARMUP", 20)
     x, y = _batch()
     distiller.eval()  # BatchNorm in eval: the same logits in both calls
     _, early = distiller.compute_losses(x, y, progress=5.0)
     _, late = distiller.compute_losses(x, y, progress=40.0)
     assert torch.allclose(early["loss_dkd"], 0.25 * late["loss_dkd"])
     assert torch.allclose(early["loss_ce"], late["loss_ce"])
+
+
+def test_a_terms_start_delays_its_ramp():
+    distiller = _build("dkd", "DKD.START", 10, "DKD.WARMUP", 20).eval()
+    x, y = _batch()
+    _, before = distiller.compute_losses(x, y, progress=9.5)
+    _, ramping = distiller.compute_losses(x, y, progress=15.0)
+    _, full = distiller.compute_losses(x, y, progress=40.0)
+    assert before["loss_dkd"] == 0 and full["loss_dkd"] > 0
+    assert torch.allclose(ramping["loss_dkd"], 0.25 * full["loss_dkd"])  # (15 - 10) / 20
+
+
+def test_the_old_warmup_and_weight_keys_are_unknown():
+    for key in ("DKD.WARMUP_EPOCHS", "KD.KD_WEIGHT", "MLKD.KD_WEIGHT", "FITNET.HINT_LAYER",
+                "REVIEWKD.MAX_MID_CHANNELS"):
+        with pytest.raises(KeyError, match=key.replace(".", r"\.")):
+            _cfg("kd", key, 1)
 
 
 def test_teacher_stays_frozen_in_eval_mode_and_gets_no_gradient():
@@ -76,25 +93,30 @@ def test_teacher_stays_frozen_in_eval_mode_and_gets_no_gradient():
 @pytest.mark.parametrize("student,teacher", [("resnet8", "wrn_16_2"), ("ShuffleV2", "resnet14"), ("vgg8", "MobileNetV2")])
 def test_unikd_fuses_any_pair_from_the_models_stage_widths(student, teacher):
     distiller = _build("unikd", student=student, teacher=teacher)
-    assert distiller.terms["unikd"].unikd.aff_s.in_channels == distiller.student.stage_channels[-2:]
-    assert distiller.terms["unikd"].unikd.aff_t.in_channels == distiller.teacher.stage_channels[-2:]
+    term = distiller.terms["unikd"]
+    # IN_FEATURES ['stem', 'stage*'], NUM_LEVELS 2: each network's two deepest declared maps
+    for network, levels in (("student", term.student_levels), ("teacher", term.teacher_levels)):
+        specs = getattr(distiller, network).feature_info
+        assert levels == [spec.name for spec in specs[-2:]]
+        aff = term.loss.aff_s if network == "student" else term.loss.aff_t
+        assert aff.in_channels == [spec.channels for spec in specs[-2:]]
     x, y = _batch()
     _, losses = distiller.train().compute_losses(x, y, 1.0)
     assert set(losses) == {"loss_ce", "loss_unikd_feat", "loss_unikd_fit", "loss_unikd_logit"}
     sum(losses.values()).backward()
-    assert all(p.grad is not None for p in distiller.terms["unikd"].unikd.aff_s.parameters())
+    assert all(p.grad is not None for p in distiller.terms["unikd"].loss.aff_s.parameters())
     assert all(p.grad is None for p in distiller.teacher.parameters())
     # The AFF/FDP modules train with the student (they are in its optimizer) and are checkpointed.
-    assert {id(p) for p in distiller.terms["unikd"].unikd.parameters()} <= {id(p) for p in distiller.optimizer_param_groups()["student"]}
-    assert any(k.startswith("terms.unikd.unikd.") for k in distiller.trainable_state_dict())
+    assert {id(p) for p in distiller.terms["unikd"].loss.parameters()} <= {id(p) for p in distiller.optimizer_param_groups()["student"]}
+    assert any(k.startswith("terms.unikd.loss.") for k in distiller.trainable_state_dict())
 
 
 def test_unikd_terms_equal_the_core_loss_and_ramp():
-    distiller = _build("unikd", "UNIKD.WARMUP_EPOCHS", 4).eval()
+    distiller = _build("unikd", "UNIKD.WARMUP", 4).eval()
     x, y = _batch()
     _, losses = distiller.compute_losses(x, y, progress=1.0)
     out_s, out_t = distiller.student(x), distiller.teacher(x)
-    terms = distiller.terms["unikd"].unikd(out_s.feats[-2:], out_t.feats[-2:], out_s.logits, out_t.logits, y)
+    terms = distiller.terms["unikd"].loss(out_s.feats[-2:], out_t.feats[-2:], out_s.logits, out_t.logits, y)
     for name, value in terms.items():
         key = name.replace("loss_", "loss_unikd_")
         assert torch.allclose(losses[key], 0.25 * value, atol=1e-6), name
@@ -104,16 +126,45 @@ def test_unikd_terms_equal_the_core_loss_and_ramp():
 
 def test_unikd_authors_code_reads_the_teacher_stage1_preactivation():
     distiller = _build("unikd", "UNIKD.MODE", "authors_code")
-    assert distiller.terms["unikd"].unikd.aff_t is None
-    assert distiller.terms["unikd"].unikd.fdp_t.channels == distiller.teacher.stage_channels[1]
+    term = distiller.terms["unikd"]
+    assert term.loss.aff_t is None
+    assert term.teacher_levels == ["stage1"]
+    stage1 = next(spec for spec in distiller.teacher.feature_info if spec.name == "stage1")
+    assert stage1.preact and term.loss.fdp_t.channels == stage1.channels
     x, y = _batch()
     _, losses = distiller.train().compute_losses(x, y, 100.0)
     assert set(losses) == {"loss_ce", "loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
+    # the teacher side is its stage-1 map before the last activation, not the activated one
+    distiller.eval()
+    out_s, out_t = distiller.student(x), distiller.teacher(x)
+    stage1_index = [spec.name for spec in distiller.teacher.feature_info].index("stage1")
+    preact_t = out_t.preact_feats[stage1_index]
+    assert not torch.equal(preact_t, out_t.feats[stage1_index])
+    torch.manual_seed(3)
+    _, losses = distiller.compute_losses(x, y, 100.0)
+    torch.manual_seed(3)
+    expected = term.loss(out_s.feats[-2:], [preact_t], out_s.logits, out_t.logits, y)
+    for name, value in expected.items():
+        assert torch.allclose(losses[name.replace("loss_", "loss_unikd_")], value, atol=1e-6), name
 
 
 def test_unikd_rejects_more_levels_than_a_model_has():
-    with pytest.raises(ValueError, match="UNIKD.NUM_LEVELS 9 does not fit the student"):
+    with pytest.raises(ValueError, match=r"UNIKD.IN_FEATURES \['stem', 'stage\*'\] gives 4 features of the "
+                                         r"student, fewer than the 9 levels asked for"):
         _build("unikd", "UNIKD.NUM_LEVELS", 9)
+
+
+def test_unikd_num_levels_zero_fuses_every_tapped_map():
+    distiller = _build("unikd", "UNIKD.NUM_LEVELS", 0).eval()
+    term = distiller.terms["unikd"]
+    assert term.student_levels == term.teacher_levels == ["stem", "stage1", "stage2", "stage3"]
+    assert term.loss.aff_s.in_channels == [spec.channels for spec in distiller.student.feature_info]
+    x, y = _batch()
+    _, losses = distiller.compute_losses(x, y, progress=100.0)
+    out_s, out_t = distiller.student(x), distiller.teacher(x)
+    expected = term.loss(out_s.feats, out_t.feats, out_s.logits, out_t.logits, y)
+    for name, value in expected.items():
+        assert torch.allclose(losses[name.replace("loss_", "loss_unikd_")], value, atol=1e-6), name
 
 
 def _slkd_step(*opts):

@@ -12,7 +12,6 @@ import yaml
 from classification.catalog import all_configs
 from classification.config import load_cfg
 from classification.distillers import get_distiller_class
-from classification.distillers.terms import registered_terms
 from classification.models import build_model
 from unikd.core.crd import ContrastSampler, sample_contrast_indices
 from unikd.core.ofd import ofd_margin_from_features
@@ -39,7 +38,7 @@ def _batch(n=4):
 def test_unikd_authors_code_warms_up_only_its_dkd_logit_term():
     """FabienCode/mdistiller, mdistiller/distillers/UniLogits.py: min(epoch / WARMUP, 1) multiplies the DKD
     logit loss alone; the feature and supplementary losses count fully from the first step."""
-    distiller = _build("unikd", "UNIKD.MODE", "authors_code", "UNIKD.WARMUP_EPOCHS", 20).eval()
+    distiller = _build("unikd", "UNIKD.MODE", "authors_code", "UNIKD.WARMUP", 20).eval()
     images, targets, _ = _batch()
     torch.manual_seed(3)  # the authors' FDP draws a reparameterised sample
     _, early = distiller.compute_losses(images, targets, progress=5.0)
@@ -52,7 +51,7 @@ def test_unikd_authors_code_warms_up_only_its_dkd_logit_term():
 
 
 def test_unikd_paper_mode_still_ramps_every_term():
-    distiller = _build("unikd", "UNIKD.WARMUP_EPOCHS", 20).eval()
+    distiller = _build("unikd", "UNIKD.WARMUP", 20).eval()
     images, targets, _ = _batch()
     _, early = distiller.compute_losses(images, targets, progress=5.0)
     _, late = distiller.compute_losses(images, targets, progress=40.0)
@@ -118,6 +117,68 @@ def test_reviewkd_matches_the_official_taps_and_upsampling(student, teacher, stu
     assert torch.allclose(losses["loss_reviewkd"], expected, rtol=1e-5)
     if student.startswith("Shuffle"):
         assert sizes_s[-1] < sizes_t[-1]  # the pair really exercises the upsampling
+
+
+@pytest.mark.parametrize("cap,mid,expected", [(True, 512, 64), (True, 16, 16), (False, 512, 512)])
+def test_reviewkd_abf_width_is_mid_channels_capped_at_the_students_pooled_width(cap, mid, expected):
+    """dvlab-research/ReviewKD CIFAR-100/model/reviewkd.py: mid_channel = min(512, in_channels[-1])."""
+    distiller = _build("reviewkd", "REVIEWKD.MID_CHANNELS", mid, "REVIEWKD.CAP_MID_CHANNELS", cap)
+    assert distiller.student.pooled_channels == 64  # resnet8
+    term = distiller.terms["reviewkd"]
+    assert term.pairs == [("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3"), ("pool", "pool")]
+    assert all(abf.transform[0].out_channels == expected for abf in term.fusion.fusions)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FitNet: megvii-research/mdistiller, mdistiller/distillers/FitNet.py (hint layer 2, ConvReg, weight 100)
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("student,teacher", [("resnet8", "resnet14"), ("ShuffleV2", "resnet14"),
+                                             ("resnet8", "ShuffleV2")])
+def test_fitnet_regresses_the_stage2_hint_through_convreg(student, teacher):
+    distiller = _build("fitnet", student=student, teacher=teacher).eval()
+    term = distiller.terms["fitnet"]
+    assert term.pairs == [("stage2", "stage2")] and list(term.adapters) == ["stage2"]
+    images, targets, _ = _batch()
+    _, losses = distiller.compute_losses(images, targets, progress=100.0)
+    with torch.no_grad():
+        index_s = [spec.name for spec in distiller.student.feature_info].index("stage2")
+        index_t = [spec.name for spec in distiller.teacher.feature_info].index("stage2")
+        hint_s = distiller.student(images).feats[index_s]
+        hint_t = distiller.teacher(images).feats[index_t]
+        reg = term.adapters["stage2"]
+        ratio = hint_s.shape[-1] / hint_t.shape[-1]
+        # ConvReg: 1x1 conv for equal sizes, 3x3 stride-2 conv to halve, 4x4 stride-2 transposed conv to double
+        if ratio == 1:
+            assert isinstance(reg.conv, torch.nn.Conv2d) and reg.conv.kernel_size == (1, 1)
+        elif ratio == 2:
+            assert isinstance(reg.conv, torch.nn.Conv2d) and (reg.conv.kernel_size, reg.conv.stride) == ((3, 3), (2, 2))
+        else:
+            assert ratio == 0.5 and isinstance(reg.conv, torch.nn.ConvTranspose2d)
+            assert (reg.conv.kernel_size, reg.conv.stride) == ((4, 4), (2, 2))
+        regressed = F.relu(F.batch_norm(reg.conv(hint_s), reg.bn.running_mean, reg.bn.running_var, reg.bn.weight,
+                                        reg.bn.bias, training=False, eps=reg.bn.eps))
+        expected = 100.0 * ((regressed - hint_t) ** 2).mean()
+    assert distiller.node.WEIGHT == 100.0
+    assert torch.allclose(losses["loss_fitnet"], expected, rtol=1e-5)
+
+
+def test_fitnet_taps_any_declared_features_with_a_plain_conv_adapter():
+    distiller = _build("fitnet", "FITNET.IN_FEATURES", "['stage*']", "FITNET.ADAPTER", "conv",
+                       "FITNET.WEIGHT", 2.0).eval()
+    term = distiller.terms["fitnet"]
+    assert term.pairs == [(f"stage{i}", f"stage{i}") for i in (1, 2, 3)]
+    images, targets, _ = _batch()
+    _, losses = distiller.compute_losses(images, targets, progress=100.0)
+    with torch.no_grad():
+        out_s, out_t = distiller.student(images), distiller.teacher(images)
+        expected = 0.0
+        for i in (1, 2, 3):
+            conv = term.adapters[f"stage{i}"]
+            assert type(conv) is torch.nn.Conv2d and conv.kernel_size == (1, 1)  # no BN, no ReLU
+            expected = expected + F.mse_loss(F.conv2d(out_s.feats[i], conv.weight, conv.bias), out_t.feats[i])
+    assert torch.allclose(losses["loss_fitnet"], 2.0 * expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="adapter"):
+        _build("fitnet", "FITNET.ADAPTER", "convreg")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,7 +288,7 @@ def test_catalog_ships_the_official_per_pair_values():
         assert _shipped("imagenet", pair, "ofd")["OFD"]["WEIGHT"] == 1e-4
         assert _shipped("imagenet", pair, "crd")["CRD"]["REPLACEMENT"] == "always"
         mlkd = _shipped("imagenet", pair, "mlkd")["MLKD"]
-        assert (mlkd["CE_WEIGHT"], mlkd["KD_WEIGHT"], mlkd["TEMPERATURES"]) == (0.5, 0.5, [1.0, 3.0, 5.0, 2.0, 6.0])
+        assert (mlkd["CE_WEIGHT"], mlkd["WEIGHT"], mlkd["TEMPERATURES"]) == (0.5, 0.5, [1.0, 3.0, 5.0, 2.0, 6.0])
         assert _shipped("imagenet", pair, "dkd")["DKD"]["ALPHA"] == 1.0  # mdistiller cfg.py default, not overridden
     assert _shipped("imagenet", "res34_res18", "mlkd")["SOLVER"] == {"LR": 0.1}
     assert _shipped("cifar100", "res56_res20", "ofd")["OFD"]["WEIGHT"] == 1e-3
@@ -243,9 +304,15 @@ def test_catalog_ships_the_official_per_pair_values():
 def test_the_short_schedule_ramps_every_term_and_the_official_settings_keep_their_own_warmups():
     for method in ("kd", "mlkd", "fitnet", "ofd", "crd", "reviewkd", "kd_crd", "mlkd_reviewkd", "nkd_star"):
         config = _shipped("fashion_mnist", "res56_res20", method)
-        nodes = [registered_terms()[t].CONFIG_NODE for t in
-                 (config["HYBRID"]["TERMS"] if config["DISTILLER"]["NAME"] == "hybrid" else [method])]
-        assert all(config[node]["WARMUP_EPOCHS"] == 1.0 for node in nodes), method
-    assert "WARMUP_EPOCHS" not in _shipped("cifar100", "res56_res20", "mlkd")["MLKD"]  # MLKD's recipe has none
-    assert "WARMUP_EPOCHS" not in _shipped("cifar100", "res56_res20", "kd")["KD"]
-    assert _shipped("cifar100", "res56_res20", "dkd")["DKD"]["WARMUP_EPOCHS"] == 20.0
+        name = config["DISTILLER"]["NAME"]
+        nodes = [t.upper() for t in (config["HYBRID"]["TERMS"] if name == "hybrid" else [name])]
+        assert all(config[node]["WARMUP"] == 1.0 for node in nodes), method
+    assert "WARMUP" not in _shipped("cifar100", "res56_res20", "mlkd")["MLKD"]  # MLKD's recipe has none
+    assert "WARMUP" not in _shipped("cifar100", "res56_res20", "kd")["KD"]
+    assert _shipped("cifar100", "res56_res20", "dkd")["DKD"]["WARMUP"] == 20.0
+    # and what a shipped run really does: no term counts before progress 0 or ramps slower than WARMUP
+    for method, warmups in (("kd", {"KD": 0.0}), ("mlkd", {"MLKD": 0.0}), ("dkd", {"DKD": 20.0})):
+        configs = Path(__file__).resolve().parents[1] / "classification" / "configs"
+        cfg = load_cfg(configs / "cifar100" / "res56_res20" / f"{method}.yaml")
+        for node, warmup in warmups.items():
+            assert (cfg[node].START, cfg[node].WARMUP) == (0.0, warmup), (method, node)

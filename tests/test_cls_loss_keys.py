@@ -10,14 +10,17 @@ import torch
 
 from classification.config import load_cfg
 from classification.distillers import get_distiller_class
-from classification.distillers.terms import check_term_key, registered_terms
+from classification.distillers.terms import SUPPORTED
 from classification.models import build_model
+from unikd.terms import registered_terms
+from unikd.terms.term_set import check_loss_key
 
 NUM_CLASSES = 5
 NUM_TRAIN = 40
 TRAIN_LABELS = torch.arange(NUM_TRAIN) % NUM_CLASSES
-TERMS = sorted(registered_terms())
-TERMS_LOGGER = "classification.distillers.terms"
+# the registered terms the classification front end can feed (FGFI needs detection's boxes and anchors)
+TERMS = sorted(name for name, term in registered_terms().items() if term.requires <= SUPPORTED)
+TERMS_LOGGER = "unikd.terms.term_set"
 
 
 def _hybrid(terms: tuple[str, ...], *opts):
@@ -59,12 +62,16 @@ def test_no_two_terms_of_a_hybrid_share_a_loss_key(pair, keys_per_term):
     assert set(_losses(_hybrid(pair))) == {"loss_ce"} | first | second
 
 
+def test_the_classification_terms_are_every_registered_term_but_the_detection_only_one():
+    assert set(registered_terms()) - set(TERMS) == {"fgfi"}
+
+
 def test_a_key_without_the_terms_name_is_refused():
-    check_term_key("mlkd", "loss_mlkd")
-    check_term_key("mlkd", "loss_mlkd_cc")
+    check_loss_key("mlkd", "loss_mlkd")
+    check_loss_key("mlkd", "loss_mlkd_cc")
     for key in ("loss_kd", "loss_mlkdcc", "mlkd_cc"):
-        with pytest.raises(KeyError, match="does not carry the term's name"):
-            check_term_key("mlkd", key)
+        with pytest.raises(ValueError, match="does not carry the term's name"):
+            check_loss_key("mlkd", key)
 
 
 @pytest.mark.parametrize(

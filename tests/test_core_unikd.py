@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from unikd.core import FeatureDistributionPredictor, UniKDLoss, UniKDOptions, kd_loss
+from unikd.core import FeatureDistributionPredictor, UniKDLoss, kd_loss
+from unikd.terms.unikd import AFFOptions, UniKDOptions
 
 S_CH, T_CH, K = [4, 8, 16], [6, 12, 24], 5
 
@@ -24,7 +25,7 @@ def _grads(loss, module):
 
 
 def test_paper_mode_terms_and_structure():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=16))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=16)))
     assert isinstance(loss.fdp, FeatureDistributionPredictor)
     assert not hasattr(loss, "fdp_s")
     terms = loss(*_inputs())
@@ -36,10 +37,10 @@ def test_paper_mode_terms_and_structure():
 def test_weights_and_k_reduction_scale_terms():
     inputs = _inputs()
     torch.manual_seed(0)
-    base = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=16, k_reduction="sum"))
+    base = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=16), k_reduction="sum"))
     state = base.state_dict()
     ref = base(*inputs)
-    opts = UniKDOptions(channels=16, alpha=2.0, fit_weight=3.0, beta=0.5, k_reduction="mean")
+    opts = UniKDOptions(aff=AFFOptions(channels=16), alpha=2.0, fit_weight=3.0, beta=0.5, k_reduction="mean")
     scaled = UniKDLoss(S_CH, T_CH, K, opts)
     scaled.load_state_dict(state)
     out = scaled(*inputs)
@@ -49,13 +50,13 @@ def test_weights_and_k_reduction_scale_terms():
 
 
 def test_optional_terms_absent():
-    opts = UniKDOptions(channels=8, target_fit="none", logit_loss="none")
+    opts = UniKDOptions(aff=AFFOptions(channels=8), target_fit="none", logit_loss="none")
     terms = UniKDLoss(S_CH, T_CH, K, opts)(*_inputs())
     assert set(terms) == {"loss_feat"}
 
 
 def test_dkd_logit_term_needs_target():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, logit_loss="dkd"))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), logit_loss="dkd"))
     feats_s, feats_t, logits_s, logits_t, target = _inputs()
     assert torch.isfinite(loss(feats_s, feats_t, logits_s, logits_t, target)["loss_logit"])
     with pytest.raises(ValueError, match="needs `target`"):
@@ -63,7 +64,7 @@ def test_dkd_logit_term_needs_target():
 
 
 def test_detach_on_teacher_branch_trained_only_by_fit():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, detach_target=True))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), detach_target=True))
     terms = loss(*_inputs())
     total = sum(terms.values())
     from_total = _grads(total, loss.aff_t)
@@ -76,7 +77,7 @@ def test_detach_on_teacher_branch_trained_only_by_fit():
 
 
 def test_detach_on_without_fit_leaves_teacher_branch_untrained():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, target_fit="none"))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), target_fit="none"))
     total = sum(loss(*_inputs()).values())
     total.backward()
     assert all(p.grad is None for p in loss.aff_t.parameters())
@@ -84,14 +85,14 @@ def test_detach_on_without_fit_leaves_teacher_branch_untrained():
 
 
 def test_detach_off_feature_loss_reaches_teacher_branch():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, detach_target=False))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), detach_target=False))
     terms = loss(*_inputs())
     grads = _grads(terms["loss_feat"], loss.aff_t)
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
 def test_separate_fdps():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, fdp_shared=False))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), fdp_shared=False))
     assert not hasattr(loss, "fdp")
     terms = loss(*_inputs())
     sum(terms.values()).backward()
@@ -99,7 +100,7 @@ def test_separate_fdps():
 
 
 def test_aff_disabled_uses_last_map_only():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, aff_enabled=False))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8, enabled=False)))
     assert loss.aff_s.in_channels == [S_CH[-1]] and loss.aff_t.in_channels == [T_CH[-1]]
     feats_s, feats_t, logits_s, logits_t, _ = _inputs()
     fused_s, fused_t = loss.fuse(feats_s, feats_t)
@@ -110,7 +111,7 @@ def test_aff_disabled_uses_last_map_only():
 
 
 def test_region_pool_is_applied_to_both_fused_maps():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8)))
     seen = []
 
     def pool(x):
@@ -122,7 +123,7 @@ def test_region_pool_is_applied_to_both_fused_maps():
 
 
 def test_authors_code_mode():
-    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(mode="authors_code", channels=8, fdp_shared=True))
+    loss = UniKDLoss(S_CH, T_CH, K, UniKDOptions(mode="authors_code", aff=AFFOptions(channels=8), fdp_shared=True))
     assert loss.aff_t is None
     assert loss.fdp_s.channels == 8 and loss.fdp_t.channels == T_CH[0]
     assert loss.aff_s.gates[0].conv.out_channels == 2
@@ -139,7 +140,7 @@ def test_authors_code_mode():
 
 @pytest.mark.parametrize("mode", ["paper", "authors_code"])
 def test_huge_features_and_logits_stay_finite(mode):
-    opts = UniKDOptions(mode=mode, channels=8, logit_loss="dkd")
+    opts = UniKDOptions(mode=mode, aff=AFFOptions(channels=8), logit_loss="dkd")
     loss = UniKDLoss(S_CH, T_CH, K, opts)
     feats_s, feats_t, logits_s, logits_t, target = _inputs(scale=1e4)
     terms = loss(feats_s, feats_t, logits_s, logits_t, target)
@@ -158,17 +159,22 @@ def test_option_string_validation(field, value):
         UniKDOptions(**{field: value})
 
 
-@pytest.mark.parametrize("field", ["channels", "temperature", "logvar_bound", "sample_temperature"])
+@pytest.mark.parametrize("field", ["temperature", "logvar_bound", "sample_temperature"])
 def test_option_positive_validation(field):
     with pytest.raises(ValueError, match=field):
         UniKDOptions(**{field: 0})
 
 
+def test_aff_width_must_be_positive():
+    with pytest.raises(ValueError, match="aff.channels"):
+        UniKDOptions(aff=AFFOptions(channels=0))
+
+
 def test_fit_temperature_scales_the_fit_target_only():
     feats_s, feats_t, logits_s, logits_t, target = _inputs()
     torch.manual_seed(0)
-    base = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, temperature=1.0, fit_temperature=4.0))
-    same_scale = UniKDLoss(S_CH, T_CH, K, UniKDOptions(channels=8, temperature=4.0))
+    base = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), temperature=1.0, fit_temperature=4.0))
+    same_scale = UniKDLoss(S_CH, T_CH, K, UniKDOptions(aff=AFFOptions(channels=8), temperature=4.0))
     same_scale.load_state_dict(base.state_dict())
     out = base(feats_s, feats_t, logits_s, logits_t)
     ref = same_scale(feats_s, feats_t, logits_s, logits_t)

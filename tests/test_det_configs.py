@@ -38,14 +38,15 @@ def test_config_runs_one_cpu_training_step(config, make_inputs):
     from detectron2.utils.events import EventStorage
 
     from unikd_det import add_distill_config
-    from unikd_det.terms import enabled_term_classes
+    from unikd_det.meta_arch import enabled_terms
     from unikd_det.teacher import random_teacher_weights_for_tests
 
     cfg = get_cfg()
     add_distill_config(cfg)
     cfg.merge_from_file(str(config))
     cfg.merge_from_list(CHEAP_STEP)
-    distills = cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" and bool(enabled_term_classes(cfg))
+    terms = enabled_terms(cfg) if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else []
+    distills = bool(terms)
     torch.manual_seed(0)
     model = build_model(cfg).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -54,6 +55,10 @@ def test_config_runs_one_cpu_training_step(config, make_inputs):
     with random_teacher_weights_for_tests(), EventStorage(0):
         losses = model(make_inputs(2, 64, seed=3))  # 2 images: ReviewKD BatchNorm at a 1x1 p6
     assert STOCK_LOSSES < set(losses) if distills else set(losses) == STOCK_LOSSES
+    for key in set(losses) - STOCK_LOSSES:  # every distillation loss belongs to an enabled term
+        assert any(key == f"loss_{t}" or key.startswith(f"loss_{t}_") for t in terms), (key, terms)
+    for term in terms:  # and every enabled term contributes one
+        assert any(k == f"loss_{term}" or k.startswith(f"loss_{term}_") for k in losses), (term, sorted(losses))
     for name, value in losses.items():
         assert torch.isfinite(value), name
     sum(losses.values()).backward()
@@ -65,7 +70,7 @@ def test_random_teacher_switch_is_scoped_and_needed(make_cfg, build, batched_inp
     """Outside the switch a missing teacher file is an error; inside it the teacher is built random."""
     from unikd_det.teacher import random_teacher_weights_for_tests
 
-    cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.WEIGHTS", "/nonexistent/teacher.pth"])
+    cfg = make_cfg(kd=True, opts=["DISTILL.TEACHER.WEIGHTS", "/nonexistent/teacher.pth"])
     with pytest.raises(FileNotFoundError, match="teacher weights file not found"):
         build(cfg).build_teacher()
     with random_teacher_weights_for_tests():

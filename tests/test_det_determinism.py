@@ -12,7 +12,7 @@ import pytest
 import torch
 
 MAX_ITER = 4
-# ROI-KD + UniKD, a checkpoint and an evaluation every 2 iterations (the evaluation must not change training).
+# KD + UniKD, a checkpoint and an evaluation every 2 iterations (the evaluation must not change training).
 RUN_OPTS = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 2, "SEED", 3]
 
 
@@ -61,7 +61,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 def test_two_seeded_trainings_end_with_identical_weights(trainer_cfg, tmp_path):
     from detectron2.modeling import build_model
 
-    cfg = trainer_cfg(roi=True, unikd=True, opts=RUN_OPTS)
+    cfg = trainer_cfg(kd=True, unikd=True, opts=RUN_OPTS)
     first = train(with_output(cfg, tmp_path / "first"))
     second = train(with_output(cfg, tmp_path / "second"))
     assert_same_weights(first, second)
@@ -73,7 +73,7 @@ def test_two_seeded_trainings_end_with_identical_weights(trainer_cfg, tmp_path):
 
 
 def test_a_resumed_run_equals_the_uninterrupted_run(trainer_cfg, tmp_path):
-    cfg = trainer_cfg(roi=True, unikd=True, opts=RUN_OPTS)
+    cfg = trainer_cfg(kd=True, unikd=True, opts=RUN_OPTS)
     uninterrupted = train(with_output(cfg, tmp_path / "whole"))
 
     parts = with_output(cfg, tmp_path / "parts")
@@ -90,7 +90,7 @@ def test_the_resumed_sampler_skips_the_images_already_read(trainer_cfg):
 
     from unikd_det.trainer import DistillTrainer
 
-    cfg = trainer_cfg(roi=True, unikd=False, opts=[*RUN_OPTS, "SOLVER.MAX_ITER", 2])
+    cfg = trainer_cfg(kd=True, unikd=False, opts=[*RUN_OPTS, "SOLVER.MAX_ITER", 2])
     batch = cfg.SOLVER.IMS_PER_BATCH
     seed_all_rng(cfg.SEED)
     reference = DistillTrainer(cfg)
@@ -110,7 +110,7 @@ def test_evaluation_is_repeatable_and_leaves_the_rngs_alone(trainer_cfg, build):
 
     from unikd_det.trainer import DistillTrainer
 
-    cfg = trainer_cfg(roi=False, unikd=False, opts=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    cfg = trainer_cfg(kd=False, unikd=False, opts=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
     detections = Path(cfg.OUTPUT_DIR) / "inference" / cfg.DATASETS.TEST[0] / "coco_instances_results.json"
     model = build(cfg)
     runs = []
@@ -133,8 +133,8 @@ def test_every_enabled_term_logs_its_losses_to_metrics_json(trainer_cfg, capture
 
     from unikd_det.trainer import DistillTrainer
 
-    terms = ("ROI", "UNIKD", "MLKD", "FITNET", "REVIEWKD", "FGFI")
-    cfg = trainer_cfg(roi=True, unikd=True, opts=[
+    terms = ("KD", "UNIKD", "DKD", "MLKD", "FITNET", "REVIEWKD", "FGFI")
+    cfg = trainer_cfg(kd=True, unikd=True, opts=[
         "SOLVER.MAX_ITER", 2, *[opt for node in terms[2:] for opt in (f"DISTILL.{node}.ENABLED", True)],
         "DISTILL.REVIEWKD.MID_CHANNELS", 8,
     ])

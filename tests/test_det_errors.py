@@ -7,7 +7,7 @@ import pytest
 
 
 def test_class_count_mismatch_fails_at_build(make_cfg, build):
-    cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.OPTS", ["MODEL.ROI_HEADS.NUM_CLASSES", 5]])
+    cfg = make_cfg(kd=True, opts=["DISTILL.TEACHER.OPTS", ["MODEL.ROI_HEADS.NUM_CLASSES", 5]])
     with pytest.raises(ValueError, match="class-count mismatch"):
         build(cfg)
 
@@ -19,7 +19,7 @@ def test_class_count_mismatch_fails_from_student_side(make_cfg, build):
 
 
 def test_missing_teacher_weights_fails_in_build_teacher(make_cfg, build, tmp_path):
-    cfg = make_cfg(roi=True)
+    cfg = make_cfg(kd=True)
     cfg.DISTILL.TEACHER.WEIGHTS = str(tmp_path / "missing.pth")
     model = build(cfg)  # the model itself can be built (inference never needs the teacher) ...
     with pytest.raises(FileNotFoundError, match="teacher weights file not found"):
@@ -27,7 +27,7 @@ def test_missing_teacher_weights_fails_in_build_teacher(make_cfg, build, tmp_pat
 
 
 def test_empty_teacher_weights_fails(make_cfg, build):
-    cfg = make_cfg(roi=True)
+    cfg = make_cfg(kd=True)
     cfg.DISTILL.TEACHER.WEIGHTS = ""
     with pytest.raises(ValueError, match="DISTILL.TEACHER.WEIGHTS"):
         build(cfg).build_teacher()
@@ -69,7 +69,10 @@ def test_level_missing_in_teacher_fails(make_cfg, build):
     with pytest.raises(ValueError, match=r"IN_FEATURES.*p2.*teacher"):
         build(cfg)
     cfg.DISTILL.UNIKD.IN_FEATURES = ["p3", "p4", "p5", "p6"]  # levels both networks have: fine
-    assert build(cfg).distill_terms["unikd"].in_features == ["p3", "p4", "p5", "p6"]
+    term = build(cfg).distill_terms["unikd"]
+    assert term.options.in_features == ["p3", "p4", "p5", "p6"]
+    # NUM_LEVELS 0 (the detection preset) fuses every tapped level of both networks
+    assert term.student_levels == term.teacher_levels == ["p3", "p4", "p5", "p6"]
 
 
 def test_empty_in_features_fails(make_cfg, build):
@@ -77,26 +80,34 @@ def test_empty_in_features_fails(make_cfg, build):
         build(make_cfg(unikd=True, opts=["DISTILL.UNIKD.IN_FEATURES", []]))
 
 
+def enabling(key: str) -> list:
+    """The opts that enable the term whose node `key` (DISTILL.<NAME>.<OPTION>...) lies in."""
+    return [f"DISTILL.{key.split('.')[1]}.ENABLED", True]
+
+
 @pytest.mark.parametrize(
-    "key,value,roi,unikd",
+    "key,value",
     [
-        ("DISTILL.ROI.LOSS", "foo", True, False),
-        ("DISTILL.ROI.BG_MODE", "foo", True, False),
-        ("DISTILL.UNIKD.LOGIT_LOSS", "foo", False, True),
-        ("DISTILL.UNIKD.MODE", "foo", False, True),
-        ("DISTILL.UNIKD.TARGET_FIT", "foo", False, True),
-        ("DISTILL.UNIKD.K_REDUCTION", "foo", False, True),
+        ("DISTILL.KD.BG_MODE", "foo"),
+        ("DISTILL.DKD.BG_MODE", "foo"),
+        ("DISTILL.UNIKD.LOGIT_LOSS", "foo"),
+        ("DISTILL.UNIKD.LOGIT_LOSS", "kl"),  # the old name of kd
+        ("DISTILL.UNIKD.MODE", "foo"),
+        ("DISTILL.UNIKD.TARGET_FIT", "foo"),
+        ("DISTILL.UNIKD.K_REDUCTION", "foo"),
+        ("DISTILL.UNIKD.NORM", "foo"),
     ],
 )
-def test_unknown_choice_fails_at_build(make_cfg, build, key, value, roi, unikd):
-    cfg = make_cfg(roi=roi, unikd=unikd, opts=[key, value])
-    with pytest.raises(ValueError, match="'foo'"):
+def test_unknown_choice_fails_at_build(make_cfg, build, key, value):
+    cfg = make_cfg(opts=[*enabling(key), key, value])
+    with pytest.raises(ValueError, match=f"'{value}'"):
         build(cfg)
 
 
-@pytest.mark.parametrize("key", ["DISTILL.ROI.TEMPERATURE", "DISTILL.UNIKD.TEMPERATURE", "DISTILL.UNIKD.FIT_TEMPERATURE"])
+@pytest.mark.parametrize("key", ["DISTILL.KD.TEMPERATURE", "DISTILL.DKD.TEMPERATURE", "DISTILL.UNIKD.TEMPERATURE",
+                                 "DISTILL.UNIKD.FIT_TEMPERATURE"])
 def test_non_positive_temperature_fails_at_build(make_cfg, build, key):
-    cfg = make_cfg(roi=key.startswith("DISTILL.ROI"), unikd=key.startswith("DISTILL.UNIKD"), opts=[key, 0.0])
+    cfg = make_cfg(opts=[*enabling(key), key, 0.0])
     with pytest.raises(ValueError, match=re.escape(f"{key} = 0.0 (must be > 0)")):
         build(cfg)
 
@@ -104,8 +115,12 @@ def test_non_positive_temperature_fails_at_build(make_cfg, build, key):
 def test_unknown_config_key_fails(make_cfg, tmp_path):
     cfg = make_cfg()
     # yacs reports a non-existent key of a KEY VALUE list with an AssertionError (not a KeyError) ...
-    with pytest.raises(AssertionError, match="Non-existent key: DISTILL.ROI.NOPE"):
-        cfg.merge_from_list(["DISTILL.ROI.NOPE", 1])
+    with pytest.raises(AssertionError, match="Non-existent key: DISTILL.KD.NOPE"):
+        cfg.merge_from_list(["DISTILL.KD.NOPE", 1])
+    # The renamed keys have no alias: the old ones are unknown keys too.
+    for old in ("DISTILL.ROI.LOSS", "DISTILL.ROI.TEMPERATURE", "DISTILL.WARMUP_ITERS", "DISTILL.FGFI.START_ITER"):
+        with pytest.raises(AssertionError, match=f"Non-existent key: {re.escape(old)}"):
+            make_cfg().merge_from_list([old, 1])
     # ... and one in a YAML file with a KeyError.
     yaml = tmp_path / "typo.yaml"
     yaml.write_text("DISTILL:\n  UNIKD:\n    ENABLED: True\n    ALPAH: 2.0\n")
@@ -114,14 +129,14 @@ def test_unknown_config_key_fails(make_cfg, tmp_path):
 
 
 def test_teacher_config_not_found(make_cfg, build, tmp_path):
-    cfg = make_cfg(roi=True)
+    cfg = make_cfg(kd=True)
     cfg.DISTILL.TEACHER.CONFIG = str(tmp_path / "no_such_teacher.yaml")
     with pytest.raises(FileNotFoundError, match="teacher config .* not found"):
         build(cfg)
 
 
 def test_teacher_config_empty(make_cfg, build):
-    cfg = make_cfg(roi=True)
+    cfg = make_cfg(kd=True)
     cfg.DISTILL.TEACHER.CONFIG = ""
     with pytest.raises(ValueError, match="DISTILL.TEACHER.CONFIG is empty"):
         build(cfg)
@@ -131,25 +146,48 @@ def test_teacher_config_resolves_relative_to_the_repository(make_cfg, build, mon
     """A repository-relative teacher config works from any working directory (shapes are read on the meta
     device, so the R50 demo teacher costs nothing to validate)."""
     monkeypatch.chdir(tmp_path)
-    cfg = make_cfg(roi=True)
+    cfg = make_cfg(kd=True)
     cfg.DISTILL.TEACHER.CONFIG = "configs/Demo/teacher-R50.yaml"
     model = build(cfg)
     assert model._teacher_cfg.MODEL.RESNETS.DEPTH == 50
 
 
 def test_teacher_with_another_meta_architecture_fails(make_cfg, build):
-    cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.OPTS", ["MODEL.META_ARCHITECTURE", "RetinaNet"]])
+    cfg = make_cfg(kd=True, opts=["DISTILL.TEACHER.OPTS", ["MODEL.META_ARCHITECTURE", "RetinaNet"]])
     with pytest.raises(ValueError, match="GeneralizedRCNN"):
         build(cfg)
 
 
 def test_unconvertible_input_formats_fail(make_cfg, build):
-    cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.OPTS", ["INPUT.FORMAT", "L"]])
+    cfg = make_cfg(kd=True, opts=["DISTILL.TEACHER.OPTS", ["INPUT.FORMAT", "L"]])
     with pytest.raises(ValueError, match="INPUT.FORMAT"):
         build(cfg)
 
 
 def test_cascade_student_is_rejected(make_cfg, build):
-    cfg = make_cfg(roi=True, opts=["MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True])
+    cfg = make_cfg(kd=True, opts=["MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True])
     with pytest.raises(ValueError, match="StandardROIHeads"):
         build(cfg)
+
+
+def test_unikd_num_levels_keeps_the_deepest_levels(make_cfg, build):
+    """UNIKD.NUM_LEVELS n > 0 fuses the deepest n tapped levels of each network; more than there are fails
+    at build, naming the key."""
+    term = build(make_cfg(unikd=True, opts=["DISTILL.UNIKD.NUM_LEVELS", 2])).distill_terms["unikd"]
+    assert term.student_levels == term.teacher_levels == ["p5", "p6"]
+    assert len(term.loss.aff_s.expanders) == len(term.loss.aff_t.expanders) == 2
+    with pytest.raises(ValueError, match=r"UNIKD.IN_FEATURES .* gives 5 features of the student, fewer than the 6"):
+        build(make_cfg(unikd=True, opts=["DISTILL.UNIKD.NUM_LEVELS", 6]))
+
+
+@pytest.mark.parametrize("norm,layer", [("gn", "GroupNorm"), ("bn", "BatchNorm2d")])
+def test_unikd_norm_sets_the_aff_normalisation(make_cfg, build, norm, layer):
+    """Detection defaults to GroupNorm in the AFF expanders (per-GPU batches of a few images); bn switches."""
+    from torch import nn
+
+    cfg = make_cfg(unikd=True) if norm == "gn" else make_cfg(unikd=True, opts=["DISTILL.UNIKD.NORM", norm])
+    assert cfg.DISTILL.UNIKD.NORM == norm
+    loss = build(cfg).distill_terms["unikd"].loss
+    norms = {type(m).__name__ for aff in (loss.aff_s, loss.aff_t) for m in aff.modules()
+             if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d))}
+    assert norms == {layer}

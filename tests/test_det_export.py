@@ -35,7 +35,7 @@ def trained_wrapper_checkpoint(make_cfg, build, make_inputs, train_forward, tmp_
     """A DistillRCNN (ROI KD + UniKD, BN) after two SGD steps, saved by DetectionCheckpointer."""
     from detectron2.checkpoint import DetectionCheckpointer
 
-    cfg = make_cfg(roi=True, unikd=True, opts=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    cfg = make_cfg(kd=True, unikd=True, opts=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
     model = build(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for step in range(2):

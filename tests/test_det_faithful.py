@@ -65,7 +65,7 @@ def test_fgfi_adapter_init_is_the_official_folded_normal(make_cfg, build):
     normal_().fmod_(2) * 1e-4, bias untouched (PyTorch's default)."""
     from torch import nn
 
-    from unikd_det.terms.fgfi import init_adapter_weight
+    from unikd.terms.fgfi import init_adapter_weight
 
     conv = nn.Conv2d(16, 32, 3, padding=1)
     bias = conv.bias.detach().clone()
@@ -89,10 +89,14 @@ def test_fgfi_adapter_init_is_the_official_folded_normal(make_cfg, build):
 @pytest.mark.parametrize("it,active", [(0, False), (399, False), (400, True), (401, True)])
 def test_fgfi_is_off_before_its_start_iteration(make_cfg, build, batched_inputs, train_forward, it, active):
     """trainval_net_sup.py: `sup_loss * 0` while step < --ws (400) in the first epoch, full weight after.
-    The start iteration is per term: FitNet, built alongside, is active from iteration 0."""
+    The default START 401 counts iterations from 1 (EventStorage.iter + 1), so EventStorage.iter 400 is the
+    first active one. The start is per term: FitNet, built alongside, is active from iteration 0."""
     opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.INIT_STD", 0.0, "DISTILL.FITNET.ENABLED", True]
-    reference = train_forward(build(make_cfg(opts=opts + ["DISTILL.FGFI.START_ITER", 0])), batched_inputs, it=it)
-    losses = train_forward(build(make_cfg(opts=opts)), batched_inputs, it=it)
+    reference = train_forward(build(make_cfg(opts=opts + ["DISTILL.FGFI.START", 0])), batched_inputs, it=it)
+    model = build(make_cfg(opts=opts))
+    assert model.distill_terms["fgfi"].options.start == 401 and model.distill_terms["fgfi"].options.warmup == 0
+    assert model.distill_terms["fitnet"].options.start == 0
+    losses = train_forward(model, batched_inputs, it=it)
     assert reference["loss_fgfi"] > 0
     torch.testing.assert_close(losses["loss_fitnet"], reference["loss_fitnet"])
     if active:
@@ -234,18 +238,23 @@ def test_unikd_authors_code_matches_the_authors_detection_losses(
     official = ["DISTILL.UNIKD.AUTHORS_CODE.LOGVAR_BOUND", 0.0, "DISTILL.UNIKD.AUTHORS_CODE.REG_HEAD", reg_head]
     model = build(make_cfg(opts=AUTHORS + official))
     seen = capture_ctx(model)
+    sampled = []  # the student's sampled proposals, as its ROI heads return them in training
+    model.student.roi_heads.register_forward_hook(lambda module, args, output: sampled.append(output[0]))
     train_forward(model, batched_inputs)
     ctx, term = seen[-1], model.distill_terms["unikd"]
+    boxes = [p.proposal_boxes for p in sampled[-1]]
+    torch.testing.assert_close(ctx.targets, torch.cat([p.gt_classes for p in sampled[-1]]), rtol=0, atol=0)
     # The inputs are each network's own box pooler, head and predictor on the same sampled boxes.
     student_heads, teacher_heads = model.student.roi_heads, model.teacher.model.roi_heads
     with torch.no_grad():
-        pooled_s = student_heads.box_pooler([ctx.student_features[f] for f in ("p2", "p3", "p4", "p5")], ctx.boxes)
+        pooled_s = student_heads.box_pooler([ctx.student_features[f] for f in ("p2", "p3", "p4", "p5")], boxes)
         scores_s, deltas_s = student_heads.box_predictor(student_heads.box_head(pooled_s))
-        pooled_t = teacher_heads.box_pooler([ctx.teacher_features[f] for f in ("p2", "p3", "p4", "p5")], ctx.boxes)
+        pooled_t = teacher_heads.box_pooler([ctx.teacher_features[f] for f in ("p2", "p3", "p4", "p5")], boxes)
         scores_t, deltas_t = teacher_heads.box_predictor(teacher_heads.box_head(pooled_t))
-    for got, want in ((ctx.student_roi.box_features, pooled_s), (ctx.student_roi.deltas, deltas_s),
-                      (ctx.student_logits, scores_s), (ctx.teacher_roi.box_features, pooled_t),
-                      (ctx.teacher_roi.deltas, deltas_t), (ctx.teacher_logits, scores_t)):
+    for got, want in ((ctx.student_regions.box_features, pooled_s), (ctx.student_regions.deltas, deltas_s),
+                      (ctx.student_regions.scores, scores_s), (ctx.student_logits, scores_s),
+                      (ctx.teacher_regions.box_features, pooled_t), (ctx.teacher_regions.deltas, deltas_t),
+                      (ctx.teacher_regions.scores, scores_t), (ctx.teacher_logits, scores_t)):
         torch.testing.assert_close(got.detach(), want)
     assert pooled_s.shape[-2:] == (7, 7) and deltas_t.shape[1] == 40  # 4 x NUM_CLASSES
 
@@ -261,7 +270,7 @@ def test_unikd_authors_code_matches_the_authors_detection_losses(
         if reg_head:
             feat = feat + _softmax_kl(s[1], t[1])
             supp = supp + 0.1 * _softmax_kl(s[1], deltas_t) + 0.1 * _softmax_kl(t[1], deltas_t)
-        dkd = _official_dkd(scores_s, scores_t, ctx.gt_classes, 1.0, 0.25, 1.0)
+        dkd = _official_dkd(scores_s, scores_t, ctx.targets, 1.0, 0.25, 1.0)
     assert set(losses) == {"loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
     torch.testing.assert_close(losses["loss_unikd_feat"].detach(), feat)
     torch.testing.assert_close(losses["loss_unikd_supp"].detach(), supp)
@@ -294,7 +303,7 @@ def test_unikd_authors_code_gradients_follow_the_authors_code(
 def test_unikd_authors_code_switches_and_paper_mode_kept(make_cfg, build):
     # The one default that is not the authors' (unbounded): a smooth bound 10 against overflow.
     assert build(make_cfg(opts=AUTHORS)).distill_terms["unikd"].loss.reg_t.logvar_bound == 10.0
-    with pytest.raises(ValueError, match="REG_TARGET"):
+    with pytest.raises(ValueError, match=r"(?i)reg_target='both'.*teacher.*student"):
         build(make_cfg(opts=AUTHORS + ["DISTILL.UNIKD.AUTHORS_CODE.REG_TARGET", "both"]))
     with pytest.raises(ValueError, match="AUTHORS_CODE.LOGVAR_BOUND"):
         build(make_cfg(opts=AUTHORS + ["DISTILL.UNIKD.AUTHORS_CODE.LOGVAR_BOUND", -1.0]))

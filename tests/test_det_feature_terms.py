@@ -2,7 +2,7 @@
 
 The FGFI mask and loss are checked against plain-loop computations; every term's loss in a DistillRCNN
 training forward is checked against the core function applied to the recorded context, and the terms
-combine with the ROI term (FitNet + KD, ReviewKD + DKD) by configuration alone.
+combine with the logit terms (FitNet + KD, ReviewKD + DKD) by configuration alone.
 """
 from __future__ import annotations
 
@@ -134,11 +134,16 @@ def test_fitnet_term_matches_hint_loss_and_trains_its_adapters(run_term):
 
 
 def test_fgfi_term_masks_near_objects(run_term, batched_inputs):
-    opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.WEIGHT", 0.1, "DISTILL.FGFI.START_ITER", 0]
+    opts = ["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.WEIGHT", 0.1, "DISTILL.FGFI.START", 0]
     model, losses, ctx = run_term(opts)
     assert set(losses) == STOCK_LOSSES | {"loss_fgfi"}
     term = model.distill_terms["fgfi"]
-    assert term.in_features == LEVELS
+    assert term.levels == LEVELS == list(model.student.proposal_generator.in_features)  # the RPN's levels
+    assert sorted(term.adapters) == sorted(LEVELS) and term.adapters["p2"].kernel_size == (3, 3)
+    # The ground truth the masks are built from is the inputs' own.
+    assert len(ctx.gt_boxes) == len(batched_inputs)
+    for gt, x in zip(ctx.gt_boxes, batched_inputs):
+        torch.testing.assert_close(gt, x["instances"].gt_boxes.tensor, rtol=0, atol=0)
     masks = term.masks(ctx)
     for f, mask in zip(LEVELS, masks):
         assert mask.shape == (len(batched_inputs), *ctx.student_features[f].shape[-2:])
@@ -147,8 +152,8 @@ def test_fgfi_term_masks_near_objects(run_term, batched_inputs):
     anchor_generator = model.student.proposal_generator.anchor_generator
     anchors = [b.tensor for b in anchor_generator([ctx.student_features[f] for f in LEVELS])]
     sizes = [tuple(ctx.student_features[f].shape[-2:]) for f in LEVELS]
-    for image, gt in enumerate(ctx.gt_boxes):
-        expected = near_object_masks(gt.tensor, anchors, sizes, 0.5)
+    for image, x in enumerate(batched_inputs):
+        expected = near_object_masks(x["instances"].gt_boxes.tensor, anchors, sizes, 0.5)
         assert all(torch.equal(m[image], e) for m, e in zip(masks, expected))
     with torch.no_grad():
         adapted = [term.adapters[f](ctx.student_features[f]) for f in LEVELS]
@@ -187,11 +192,8 @@ def test_mlkd_term_matches_core_on_roi_logits(run_term):
 @pytest.mark.parametrize(
     "opts,expected",
     [
-        (["DISTILL.FITNET.ENABLED", True, "DISTILL.ROI.ENABLED", True], {"loss_fitnet", "loss_kd_roi"}),
-        (
-            ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.ROI.ENABLED", True, "DISTILL.ROI.LOSS", "dkd"],
-            {"loss_reviewkd", "loss_kd_roi"},
-        ),
+        (["DISTILL.FITNET.ENABLED", True, "DISTILL.KD.ENABLED", True], {"loss_fitnet", "loss_kd"}),
+        (["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.DKD.ENABLED", True], {"loss_reviewkd", "loss_dkd"}),
     ],
     ids=["fitnet+kd", "reviewkd+dkd"],
 )
@@ -206,9 +208,10 @@ def test_hybrids_by_configuration(make_cfg, build, batched_inputs, train_forward
 @pytest.mark.parametrize(
     "opts,match",
     [
-        (["DISTILL.FITNET.ENABLED", True, "DISTILL.FITNET.IN_FEATURES", ["p2", "p9"]], r"FITNET.IN_FEATURES \['p9'\]"),
+        (["DISTILL.FITNET.ENABLED", True, "DISTILL.FITNET.IN_FEATURES", ["p2", "p9"]], r"FITNET.IN_FEATURES 'p9' matches no feature of the student"),
         (["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.REVIEWKD.IN_FEATURES", []], "REVIEWKD.IN_FEATURES is empty"),
-        (["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.THRESHOLD_FACTOR", 1.5], "THRESHOLD_FACTOR"),
+        (["DISTILL.FGFI.ENABLED", True, "DISTILL.FGFI.THRESHOLD_FACTOR", 1.5],
+         r"(?i)threshold_factor must be in \(0, 1\), got 1.5"),
         (["DISTILL.MLKD.ENABLED", True, "DISTILL.MLKD.TEMPERATURES", [2.0, 0.0]], "TEMPERATURES"),
     ],
     ids=["fitnet-level", "reviewkd-empty", "fgfi-threshold", "mlkd-temperature"],

@@ -92,14 +92,14 @@ def test_the_hostile_files_do_run_code_when_read_unsafely(hostile):
 @pytest.mark.parametrize("kind", ["pth", "pkl"])
 def test_hostile_teacher_weights_are_refused(make_cfg, build, hostile, kind):
     path, marker = hostile(kind)
-    model = build(make_cfg(roi=True, opts=["DISTILL.TEACHER.WEIGHTS", str(path)]))
+    model = build(make_cfg(kd=True, opts=["DISTILL.TEACHER.WEIGHTS", str(path)]))
     assert "refused to load" in refused(model.build_teacher, path, marker)
 
 
 def test_hostile_student_weights_and_resume_checkpoint_are_refused(trainer_cfg, hostile):
     from unikd_det.trainer import DistillTrainer
 
-    trainer = DistillTrainer(trainer_cfg(roi=True, unikd=False))
+    trainer = DistillTrainer(trainer_cfg(kd=True, unikd=False))
     for kind in ("pth", "pkl"):  # MODEL.WEIGHTS of a new run
         path, marker = hostile(kind)
         trainer.cfg.MODEL.WEIGHTS = str(path)
@@ -114,7 +114,7 @@ def test_hostile_student_weights_and_resume_checkpoint_are_refused(trainer_cfg, 
 def test_eval_only_refuses_hostile_weights(train_net, make_cfg, hostile, tmp_path):
     path, marker = hostile("pkl")
     config = tmp_path / "distill.yaml"
-    config.write_text(make_cfg(roi=True, opts=NO_DATA).dump())
+    config.write_text(make_cfg(kd=True, opts=NO_DATA).dump())
     args = train_net.parse_args(
         ["--config-file", str(config), "--eval-only", "MODEL.WEIGHTS", str(path), "OUTPUT_DIR", str(tmp_path / "ev")]
     )
@@ -132,7 +132,7 @@ def test_hostile_config_files_are_refused(train_net, make_cfg, build, hostile, t
     refused(lambda: train_net.run(args), config, marker)  # its _BASE_
     assert not (tmp_path / "out").exists()  # refused before any work
 
-    cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.CONFIG", str(config)])
+    cfg = make_cfg(kd=True, opts=["DISTILL.TEACHER.CONFIG", str(config)])
     refused(lambda: build(cfg), config, marker)  # DISTILL.TEACHER.CONFIG
 
 
@@ -165,7 +165,7 @@ def test_model_zoo_pkl_formats_still_load(make_cfg, build, tmp_path):
     from unikd_det.checkpoint import model_zoo_pkl_checkpoint
     from unikd_det.teacher import load_teacher_config
 
-    cfg = make_cfg(roi=True)
+    cfg = make_cfg(kd=True)
     teacher_cfg = load_teacher_config(cfg)
     torch.manual_seed(7)
     source = build_model(teacher_cfg).state_dict()
@@ -188,7 +188,7 @@ def test_model_zoo_pkl_formats_still_load(make_cfg, build, tmp_path):
 def run_args(train_net, make_cfg, tmp_path):
     """run_args(*extra) -> parsed train_net arguments of a tiny config writing to tmp_path/out."""
     config = tmp_path / "distill.yaml"
-    config.write_text(make_cfg(roi=True, opts=NO_DATA).dump())
+    config.write_text(make_cfg(kd=True, opts=NO_DATA).dump())
 
     def make(*extra):
         return train_net.parse_args(["--config-file", str(config), "OUTPUT_DIR", str(tmp_path / "out"), *extra])
@@ -234,12 +234,12 @@ def test_resume_anywhere_on_the_command_line_is_the_flag(run_args):
 
 @pytest.fixture
 def checkpointing_trainer(trainer_cfg):
-    """checkpointing_trainer(*opts) -> a tiny ROI-KD DistillTrainer that checkpoints every iteration."""
+    """checkpointing_trainer(*opts) -> a tiny KD DistillTrainer that checkpoints every iteration."""
     from unikd_det.trainer import DistillTrainer
 
     def make(*opts):
         torch.manual_seed(0)
-        cfg = trainer_cfg(roi=True, unikd=False, opts=["SOLVER.CHECKPOINT_PERIOD", 1, "SOLVER.MAX_ITER", 4, *opts])
+        cfg = trainer_cfg(kd=True, unikd=False, opts=["SOLVER.CHECKPOINT_PERIOD", 1, "SOLVER.MAX_ITER", 4, *opts])
         trainer = DistillTrainer(cfg)
         trainer.resume_or_load(resume=True)
         return trainer
@@ -248,10 +248,10 @@ def checkpointing_trainer(trainer_cfg):
 
 
 def diverge_at(trainer, iteration: int, make_bad):
-    """From `iteration` on, the ROI term's losses become make_bad(losses, ctx)."""
+    """From `iteration` on, the KD term's losses become make_bad(losses, batch)."""
     from detectron2.utils.events import get_event_storage
 
-    term = trainer.model.distill_terms["roi"]
+    term = trainer.model.distill_terms["kd"]
     forward = term.forward
     term.forward = lambda ctx: make_bad(forward(ctx), ctx) if get_event_storage().iter >= iteration else forward(ctx)
 
@@ -321,7 +321,7 @@ def test_teacher_weights_that_do_not_fit_its_config_are_refused(
 
     other = make_stock_cfg(["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", *TEACHER_OPTS, *weights_opts])
     DetectionCheckpointer(build_model(other), save_dir=str(tmp_path)).save("other")
-    cfg = make_cfg(roi=True, opts=["DISTILL.TEACHER.WEIGHTS", str(tmp_path / "other.pth")])
+    cfg = make_cfg(kd=True, opts=["DISTILL.TEACHER.WEIGHTS", str(tmp_path / "other.pth")])
     with pytest.raises(ValueError, match=rf"(?s)other\.pth do not fit the model built from its config; {named}"):
         build(cfg).build_teacher()
 
@@ -332,13 +332,17 @@ def test_teacher_weights_that_do_not_fit_its_config_are_refused(
 @pytest.mark.parametrize(
     "key,value",
     [
-        ("DISTILL.ROI.TEMPERATURE", 0.0),
+        ("DISTILL.KD.TEMPERATURE", 0.0),
+        ("DISTILL.DKD.TEMPERATURE", 0.0),
         ("DISTILL.MLKD.TEMPERATURES", [4.0, -1.0]),
-        ("DISTILL.ROI.WEIGHT", -1.0),
+        ("DISTILL.KD.WEIGHT", -1.0),
+        ("DISTILL.DKD.BETA", -0.25),
         ("DISTILL.UNIKD.FIT_WEIGHT", -0.5),
         ("DISTILL.UNIKD.AFF.CHANNELS", 0),
         ("DISTILL.UNIKD.POOLER_RESOLUTION", 0),
-        ("DISTILL.WARMUP_ITERS", -1),
+        ("DISTILL.KD.WARMUP", -1),  # the per-term schedule that replaced DISTILL.WARMUP_ITERS
+        ("DISTILL.UNIKD.START", -1),
+        ("DISTILL.FGFI.START", -1),
         ("SOLVER.BASE_LR", -0.01),
         ("SOLVER.IMS_PER_BATCH", 0),
         ("SOLVER.MAX_ITER", 0),
@@ -353,8 +357,8 @@ def test_bad_values_are_refused_naming_the_key(make_cfg, key, value):
 
 
 def test_bad_distill_values_are_refused_when_the_model_is_built(make_cfg, build):
-    cfg = make_cfg(roi=True, opts=["DISTILL.ROI.WEIGHT", -1.0, "DISTILL.UNIKD.AFF.CHANNELS", 0])
-    with pytest.raises(ValueError, match=r"DISTILL\.ROI\.WEIGHT = -1\.0.*DISTILL\.UNIKD\.AFF\.CHANNELS = 0"):
+    cfg = make_cfg(kd=True, opts=["DISTILL.KD.WEIGHT", -1.0, "DISTILL.UNIKD.AFF.CHANNELS", 0])
+    with pytest.raises(ValueError, match=r"DISTILL\.KD\.WEIGHT = -1\.0.*DISTILL\.UNIKD\.AFF\.CHANNELS = 0"):
         build(cfg)
 
 
@@ -385,7 +389,8 @@ def test_every_shipped_config_passes_the_checks():
 # Hybrids compose
 # ---------------------------------------------------------------------------------------------------------
 ALL_TERMS = [
-    "DISTILL.ROI.ENABLED", True, "DISTILL.MLKD.ENABLED", True, "DISTILL.FITNET.ENABLED", True,
+    "DISTILL.KD.ENABLED", True, "DISTILL.DKD.ENABLED", True, "DISTILL.MLKD.ENABLED", True,
+    "DISTILL.FITNET.ENABLED", True,
     "DISTILL.FGFI.ENABLED", True, "DISTILL.REVIEWKD.ENABLED", True, "DISTILL.REVIEWKD.MID_CHANNELS", 8,
     "DISTILL.UNIKD.ENABLED", True,
 ]
@@ -394,7 +399,7 @@ ALL_TERMS = [
 @pytest.mark.parametrize("mode", ["paper", "authors_code"])
 def test_every_pair_of_terms_has_its_own_loss_keys(make_cfg, build, batched_inputs, train_forward, mode):
     model = build(make_cfg(opts=[*ALL_TERMS, "DISTILL.UNIKD.MODE", mode]))
-    assert len(model.distill_terms) == 6
+    assert sorted(model.distill_terms) == ["dkd", "fgfi", "fitnet", "kd", "mlkd", "reviewkd", "unikd"]
     keys = {}
     for name, term in model.distill_terms.items():
         term.register_forward_hook(lambda module, args, out, name=name: keys.__setitem__(name, set(out)))
@@ -407,32 +412,65 @@ def test_every_pair_of_terms_has_its_own_loss_keys(make_cfg, build, batched_inpu
         assert not keys_a & keys_b, (a, b)
 
 
-@pytest.mark.parametrize(
-    "returned,match", [("loss_cls", "already uses"), ("loss_kd", "must be loss_\\*_roi_\\*")], ids=["clash", "unnamed"]
-)
-def test_a_term_loss_key_that_clashes_or_hides_its_term_is_refused(
-    make_cfg, build, batched_inputs, train_forward, returned, match
-):
-    model = build(make_cfg(roi=True))
-    term = model.distill_terms["roi"]
+@pytest.mark.parametrize("returned", ["loss_cls", "loss_kdx", "loss_dkd"], ids=["stock-name", "prefix", "other-term"])
+def test_a_term_loss_key_that_hides_its_term_is_refused(make_cfg, build, batched_inputs, train_forward, returned):
+    """A term's key must be loss_<term> or loss_<term>_<part>: one that is not (a stock loss's name, another
+    term's) would silently replace or hide a loss in the sum."""
+    model = build(make_cfg(kd=True))
+    term = model.distill_terms["kd"]
     forward = term.forward
-    term.forward = lambda ctx: {returned: forward(ctx)["loss_kd_roi"]}
-    with pytest.raises(ValueError, match=rf"'roi' returned loss '{returned}'.*{match}"):
+    term.forward = lambda batch: {returned: forward(batch)["loss_kd"]}
+    with pytest.raises(ValueError, match=re.escape(
+        f"loss '{returned}' of term 'kd' does not carry the term's name (loss_kd[_<part>])"
+    )):
+        train_forward(model, batched_inputs)
+
+
+@pytest.mark.parametrize("student_key", ["loss_kd", "loss_unikd_feat"])
+def test_a_term_loss_key_that_clashes_with_the_students_own_losses_is_refused(
+    make_cfg, build, batched_inputs, train_forward, student_key
+):
+    """The student's forward (a STUDENT_META_ARCHITECTURE subclass may add losses) owns its keys: a term loss
+    of the same name would overwrite it in the loss dict, so it is refused."""
+    model = build(make_cfg(kd=True, unikd=True))
+    student_forward = model.student.forward
+
+    def forward(batched_inputs):
+        losses = student_forward(batched_inputs)
+        losses[student_key] = losses["loss_cls"] * 0
+        return losses
+
+    model.student.forward = forward
+    term = student_key.split("_")[1]
+    with pytest.raises(ValueError, match=re.escape(
+        f"loss '{student_key}' of term '{term}' clashes with another loss of that name"
+    )):
         train_forward(model, batched_inputs)
 
 
 @pytest.mark.parametrize(
-    "opts,warned",
+    "opts,doubled",
     [
-        (["DISTILL.ROI.ENABLED", True], True),
-        (["DISTILL.MLKD.ENABLED", True, "DISTILL.UNIKD.LOGIT_LOSS", "dkd"], True),
-        (["DISTILL.ROI.ENABLED", True, "DISTILL.UNIKD.LOGIT_LOSS", "none"], False),
-        (["DISTILL.FITNET.ENABLED", True], False),
+        (["DISTILL.KD.ENABLED", True], "kd in kd and unikd"),
+        (["DISTILL.MLKD.ENABLED", True], "kd in mlkd and unikd"),
+        (["DISTILL.DKD.ENABLED", True, "DISTILL.UNIKD.LOGIT_LOSS", "dkd"], "dkd in dkd and unikd"),
+        (["DISTILL.DKD.ENABLED", True, "DISTILL.UNIKD.MODE", "authors_code"], "dkd in dkd and unikd"),
+        (["DISTILL.KD.ENABLED", True, "DISTILL.MLKD.ENABLED", True, "DISTILL.UNIKD.LOGIT_LOSS", "none"],
+         "kd in kd and mlkd"),
+        (["DISTILL.MLKD.ENABLED", True, "DISTILL.UNIKD.LOGIT_LOSS", "dkd"], None),
+        (["DISTILL.DKD.ENABLED", True], None),
+        (["DISTILL.KD.ENABLED", True, "DISTILL.UNIKD.LOGIT_LOSS", "none"], None),
+        (["DISTILL.KD.ENABLED", True, "DISTILL.UNIKD.MODE", "authors_code"], None),
+        (["DISTILL.FITNET.ENABLED", True], None),
     ],
-    ids=["unikd-kl+roi", "unikd-dkd+mlkd", "unikd-none+roi", "unikd+fitnet"],
+    ids=["unikd-kd+kd", "unikd-kd+mlkd", "unikd-dkd+dkd", "unikd-authors+dkd", "kd+mlkd", "unikd-dkd+mlkd",
+         "unikd-kd+dkd", "unikd-none+kd", "unikd-authors+kd", "unikd+fitnet"],
 )
-def test_a_logit_loss_counted_twice_warns_once_at_build(make_cfg, build, caplog, opts, warned):
-    with caplog.at_level(logging.WARNING, logger="unikd_det"):
+def test_a_logit_loss_counted_twice_warns_once_at_build(make_cfg, build, caplog, opts, doubled):
+    """One warning per build, naming the logit loss and the terms that each include it."""
+    with caplog.at_level(logging.WARNING, logger="unikd"):
         build(make_cfg(unikd=True, opts=opts))
-    records = [r for r in caplog.records if "counted twice" in r.getMessage()]
-    assert len(records) == (1 if warned else 0)
+    records = [r for r in caplog.records if "count the same logit loss more than once" in r.getMessage()]
+    assert len(records) == (1 if doubled else 0)
+    if doubled:
+        assert f"more than once: {doubled};" in records[0].getMessage()

@@ -1,12 +1,12 @@
-"""DESIGN section 3 regression: DistillRCNN with UniKD trains with the Detectron2 SGD optimizer at LR 0.02,
+"""docs/DESIGN.md section 8 regression: DistillRCNN with UniKD trains with the Detectron2 SGD optimizer at LR 0.02,
 momentum 0.9, no LR warm-up, batch 2 of 64x64, without a non-finite loss. 30 iterations always; 120 with
 --run-slow.
 
-Setting: the tiny student uses GroupNorm in the ResNet and FPN (batch-independent, as DESIGN section 3 asks
-for per-GPU detection batches of a few images). Measured while writing these tests: with BatchNorm over 2
+Setting: the tiny student uses GroupNorm in the ResNet and FPN (batch-independent, as docs/DESIGN.md section 8
+explains for per-GPU detection batches of a few images). Measured while writing these tests: with BatchNorm over 2
 images the tiny student ALONE already diverges at this LR within 40-50 iterations, with or without a
 20-iteration LR warm-up, so BN runs here would test the detector, not UniKD; with GroupNorm the student
-alone, paper-mode UniKD and authors_code UniKD + ROI KD all train 120 iterations with small losses. The slow
+alone, paper-mode UniKD and authors_code UniKD + KD all train 120 iterations with small losses. The slow
 set also covers the BatchNorm student with gradient-norm clipping (stable too).
 """
 from __future__ import annotations
@@ -53,11 +53,11 @@ CLIP = [
 ]
 STOCK = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
 PAPER = {"loss_unikd_feat", "loss_unikd_fit", "loss_unikd_logit"}
-AUTHORS = {"loss_kd_roi", "loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
+AUTHORS = {"loss_kd", "loss_unikd_feat", "loss_unikd_supp", "loss_unikd_logit"}
 
 
-def train_unikd(make_cfg, make_inputs, trained_teacher, iterations: int, mode: str, roi: bool, opts):
-    """Train a fresh DistillRCNN with UniKD for `iterations` SGD steps; returns the per-iteration losses."""
+def train_unikd(make_cfg, make_inputs, trained_teacher, iterations: int, mode: str, kd: bool, opts):
+    """Train a fresh DistillRCNN with UniKD (and the KD term with `kd`) for `iterations` SGD steps; returns the per-iteration losses."""
     from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
@@ -67,7 +67,7 @@ def train_unikd(make_cfg, make_inputs, trained_teacher, iterations: int, mode: s
         "SOLVER.BASE_LR", 0.02, "SOLVER.MOMENTUM", 0.9, "SOLVER.CLIP_GRADIENTS.ENABLED", False,
         "DISTILL.UNIKD.MODE", mode,
     ]
-    cfg = make_cfg(roi=roi, unikd=True, opts=base + list(opts))
+    cfg = make_cfg(kd=kd, unikd=True, opts=base + list(opts))
     cfg.DISTILL.TEACHER.CONFIG = str(config)
     cfg.DISTILL.TEACHER.WEIGHTS = str(weights)
     torch.manual_seed(0)
@@ -104,23 +104,23 @@ def check_history(history, iterations: int, expected_keys: set[str]):
 
 
 @pytest.mark.parametrize(
-    "mode,roi,keys", [("paper", False, PAPER), ("authors_code", True, AUTHORS)], ids=["paper", "authors_code-ROI"]
+    "mode,kd,keys", [("paper", False, PAPER), ("authors_code", True, AUTHORS)], ids=["paper", "authors_code-KD"]
 )
-def test_unikd_trains_30_iterations_with_finite_losses(make_cfg, make_inputs, trained_teacher, mode, roi, keys):
-    history = train_unikd(make_cfg, make_inputs, trained_teacher, 30, mode, roi, GN)
+def test_unikd_trains_30_iterations_with_finite_losses(make_cfg, make_inputs, trained_teacher, mode, kd, keys):
+    history = train_unikd(make_cfg, make_inputs, trained_teacher, 30, mode, kd, GN)
     check_history(history, 30, STOCK | keys)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "mode,roi,opts,keys",
+    "mode,kd,opts,keys",
     [
         ("paper", False, GN, PAPER),
         ("authors_code", True, GN, AUTHORS),
-        ("paper", True, CLIP, PAPER | {"loss_kd_roi"}),  # BatchNorm student, gradient-norm clipping
+        ("paper", True, CLIP, PAPER | {"loss_kd"}),  # BatchNorm student, gradient-norm clipping
     ],
-    ids=["paper-GN", "authors_code-ROI-GN", "paper-ROI-BN-clip"],
+    ids=["paper-GN", "authors_code-KD-GN", "paper-KD-BN-clip"],
 )
-def test_unikd_trains_120_iterations_with_finite_losses(make_cfg, make_inputs, trained_teacher, mode, roi, opts, keys):
-    history = train_unikd(make_cfg, make_inputs, trained_teacher, 120, mode, roi, opts)
+def test_unikd_trains_120_iterations_with_finite_losses(make_cfg, make_inputs, trained_teacher, mode, kd, opts, keys):
+    history = train_unikd(make_cfg, make_inputs, trained_teacher, 120, mode, kd, opts)
     check_history(history, 120, STOCK | keys)

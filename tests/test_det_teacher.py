@@ -23,7 +23,7 @@ def test_build_teacher_loads_its_own_checkpoint(make_cfg, build, teacher_files):
 
 
 def test_teacher_is_frozen_and_stays_in_eval(make_cfg, build, batched_inputs, train_forward):
-    model = build(make_cfg(roi=True, unikd=True))
+    model = build(make_cfg(kd=True, unikd=True))
     model.build_teacher()
     model.train()
     assert model.training and model.student.training
@@ -41,7 +41,7 @@ def test_teacher_is_frozen_and_stays_in_eval(make_cfg, build, batched_inputs, tr
 
 
 def test_teacher_batchnorm_statistics_do_not_move(make_cfg, build, batched_inputs, train_forward):
-    model = build(make_cfg(roi=True))
+    model = build(make_cfg(kd=True))
     teacher = model.build_teacher()
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     train_forward(model, batched_inputs)
@@ -52,7 +52,7 @@ def test_teacher_batchnorm_statistics_do_not_move(make_cfg, build, batched_input
 def test_teacher_is_outside_the_module_tree(make_cfg, build, batched_inputs, train_forward):
     from unikd_det.trainer import DistillTrainer
 
-    cfg = make_cfg(roi=True, unikd=True)
+    cfg = make_cfg(kd=True, unikd=True)
     model = build(cfg)
     train_forward(model, batched_inputs)  # builds the teacher on first use
     assert model.teacher is not None
@@ -73,12 +73,13 @@ def test_teacher_is_outside_the_module_tree(make_cfg, build, batched_inputs, tra
 def test_identical_teacher_gives_zero_roi_kd_and_zero_gradient(
     make_cfg, build, batched_inputs, train_forward, tmp_path, write_teacher_config, capture_ctx
 ):
-    """Teacher = exact copy of the student (FrozenBN, so train and eval compute alike): KL = 0, grad = 0."""
-    opts = ["MODEL.RESNETS.NORM", "FrozenBN"]
-    first = build(make_cfg(roi=True, unikd=True, opts=opts), seed=7)
+    """Teacher = exact copy of the student (FrozenBN, so train and eval compute alike): KL = 0, grad = 0, for
+    KD, DKD and UniKD's logit term alike."""
+    opts = ["MODEL.RESNETS.NORM", "FrozenBN", "DISTILL.DKD.ENABLED", True]
+    first = build(make_cfg(kd=True, unikd=True, opts=opts), seed=7)
     weights = tmp_path / "student_copy.pth"
     torch.save({"model": first.student.state_dict()}, weights)
-    cfg = make_cfg(roi=True, unikd=True, opts=opts)
+    cfg = make_cfg(kd=True, unikd=True, opts=opts)
     config = write_teacher_config(cfg, tmp_path / "student_as_teacher.yaml")
     cfg.DISTILL.TEACHER.CONFIG = str(config)
     cfg.DISTILL.TEACHER.WEIGHTS = str(weights)
@@ -91,11 +92,13 @@ def test_identical_teacher_gives_zero_roi_kd_and_zero_gradient(
     for name in ("p2", "p3", "p4", "p5", "p6"):
         torch.testing.assert_close(ctx.teacher_features[name], ctx.student_features[name].detach())
     torch.testing.assert_close(ctx.teacher_logits, ctx.student_logits.detach())
-    assert losses["loss_kd_roi"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses["loss_kd"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses["loss_dkd"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["loss_unikd_logit"].item() == pytest.approx(0.0, abs=1e-6)
-    (grad,) = torch.autograd.grad(losses["loss_kd_roi"], ctx.student_logits, retain_graph=True)
-    assert grad.shape == ctx.student_logits.shape
-    assert grad.abs().max().item() < 1e-6
+    for key in ("loss_kd", "loss_dkd"):
+        (grad,) = torch.autograd.grad(losses[key], ctx.student_logits, retain_graph=True)
+        assert grad.shape == ctx.student_logits.shape
+        assert grad.abs().max().item() < 1e-6, key
     # Sanity of the test: a perturbed teacher would give a non-zero KL and gradient.
     perturbed = ctx.student_logits.detach() + torch.randn_like(ctx.student_logits)
     from unikd.core import kd_loss

@@ -95,7 +95,7 @@ def check_bbox_results(results, output_dir: Path, dataset: str):
 def test_short_train_then_coco_evaluation(trainer_cfg, mosaic_data):
     from unikd_det.trainer import DistillTrainer
 
-    cfg = trainer_cfg(roi=True, unikd=True, opts=["SOLVER.MAX_ITER", 3, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    cfg = trainer_cfg(kd=True, unikd=True, opts=["SOLVER.MAX_ITER", 3, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
     out = Path(cfg.OUTPUT_DIR)
     torch.manual_seed(0)
     trainer = DistillTrainer(cfg)
@@ -104,7 +104,7 @@ def test_short_train_then_coco_evaluation(trainer_cfg, mosaic_data):
     assert trainer.iter == 3
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     logged = {k for m in metrics for k in m}
-    assert {"loss_kd_roi", "loss_unikd_feat", "loss_unikd_fit", "loss_unikd_logit", "total_loss"} <= logged
+    assert {"loss_kd", "loss_unikd_feat", "loss_unikd_fit", "loss_unikd_logit", "total_loss"} <= logged
     assert all(math.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
 
     results = DistillTrainer.test(cfg, trainer.model)
@@ -178,7 +178,7 @@ def test_train_net_main_trains(train_net_with_tiny_data, make_cfg, tmp_path):
     from detectron2.engine import default_argument_parser
 
     tool, calls = train_net_with_tiny_data
-    cfg = make_cfg(roi=True, unikd=True)
+    cfg = make_cfg(kd=True, unikd=True)
     config = tmp_path / "distill.yaml"
     config.write_text(cfg.dump())
     out = tmp_path / "train_out"
@@ -196,7 +196,7 @@ def test_train_net_main_trains(train_net_with_tiny_data, make_cfg, tmp_path):
 def test_resume_may_extend_and_rescue_but_refuses_other_values(train_net_with_tiny_data, make_cfg, tmp_path):
     tool, _ = train_net_with_tiny_data
     config = tmp_path / "distill.yaml"
-    config.write_text(make_cfg(roi=True).dump())
+    config.write_text(make_cfg(kd=True).dump())
     out = tmp_path / "run"
     base = ["--config-file", str(config), "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)]
     tool.run(tool.parse_args(base + ["SOLVER.MAX_ITER", "1"]))

@@ -1,5 +1,5 @@
-"""The import contract of docs/DESIGN.md: the shared layer `unikd` imports nothing of ours and no Detectron2,
-`classification` imports `unikd` only, `unikd_det` never imports `classification`."""
+"""The import contract of docs/DESIGN.md section 2: the shared layer `unikd` imports nothing of ours and no
+Detectron2, `classification` imports `unikd` only, `unikd_det` never imports `classification`."""
 from __future__ import annotations
 
 import ast
@@ -52,7 +52,7 @@ def test_shared_layer_and_classification_load_no_detectron2_where_it_is_installe
     assert importlib.util.find_spec("detectron2") is not None, "this test needs detectron2 installed"
     code = (
         "import sys\n"
-        "import unikd, unikd.core, unikd.data.fashion_mnist\n"
+        "import unikd, unikd.core, unikd.terms, unikd.data.fashion_mnist\n"
         "import classification, classification.config, classification.engine, classification.bench\n"
         "import classification.__main__, classification.catalog\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'detectron2', 'unikd_det'}))\n"

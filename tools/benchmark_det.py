@@ -44,13 +44,13 @@ from unikd_det.teacher import FrozenTeacher, load_teacher_config  # noqa: E402
 TEACHER_CONFIG = "configs/Demo/teacher-R50.yaml"
 # Distillation variants besides UniKD: the config options that switch their terms on.
 TERM_VARIANTS = {
-    "roi_kd": ["DISTILL.ROI.ENABLED", True],
-    "dkd": ["DISTILL.ROI.ENABLED", True, "DISTILL.ROI.LOSS", "dkd"],
+    "roi_kd": ["DISTILL.KD.ENABLED", True],
+    "dkd": ["DISTILL.DKD.ENABLED", True],
     "fitnet": ["DISTILL.FITNET.ENABLED", True],
-    "fitnet+kd": ["DISTILL.FITNET.ENABLED", True, "DISTILL.ROI.ENABLED", True],
+    "fitnet+kd": ["DISTILL.FITNET.ENABLED", True, "DISTILL.KD.ENABLED", True],
     "fgfi": ["DISTILL.FGFI.ENABLED", True],
     "reviewkd": ["DISTILL.REVIEWKD.ENABLED", True],
-    "reviewkd+dkd": ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.ROI.ENABLED", True, "DISTILL.ROI.LOSS", "dkd"],
+    "reviewkd+dkd": ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.DKD.ENABLED", True],
     "mlkd": ["DISTILL.MLKD.ENABLED", True],
 }
 STUDENT_CONFIG = "configs/Demo/student-R18.yaml"

@@ -93,7 +93,7 @@ STUDENT_STAGES = {
     "unikd": Stage("Student R18-FPN + UniKD", UNIKD_CONFIG),
 }
 # The detection UniKD ablation: the UniKD stage with one switch away from its default (p2..p6 fused by AFF of
-# width 32, POOLER_RESOLUTION 4, ALPHA 1, LOGIT_LOSS kl, TARGET_FIT gaussian_nll, MODE paper).
+# width 32, POOLER_RESOLUTION 4, ALPHA 1, LOGIT_LOSS kd, TARGET_FIT gaussian_nll, MODE paper).
 ABLATION_STAGES = {
     "unikd_p5_only": Stage("UniKD, FDP on p5 alone (no AFF)", UNIKD_CONFIG,
                            ("DISTILL.UNIKD.IN_FEATURES", "['p5']", "DISTILL.UNIKD.AFF.ENABLED", "False")),

@@ -42,7 +42,7 @@ if ! "$PY" -c "import detectron2.modeling" 2>/dev/null; then
   # Installed after the project: pip's resolver would otherwise flag this wheel's metadata
   # (black, tensorboard, numpy<2), which the sources do not need at run time.
   # No usable detectron2 wheel exists for Python 3.11 on PyPI; the pure-Python sources of
-  # sal-detectron2 run on 3.11 when installed in target mode (see ../shared/notes/ENVIRONMENT.md).
+  # sal-detectron2 run on 3.11 when installed in target mode (see docs/DESIGN.md section 11).
   log "installing detectron2 ($DETECTRON2_WHEEL, pure-Python sources) into the venv"
   PURELIB="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   pip_install --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \

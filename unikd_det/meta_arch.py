@@ -1,6 +1,11 @@
 """`DistillRCNN`: a stock student detector trained with a frozen teacher's knowledge.
 
-Inference (and `--eval-only`) runs the student alone; the teacher is only built for training.
+The student runs its own `forward` (GeneralizedRCNN's, or the subclass's that DISTILL.STUDENT_META_ARCHITECTURE
+names); hooks record its backbone features, ROI sampling and box branch (`roi_tap`). The distillation terms
+are `unikd.terms` terms, configured by `cfg.DISTILL.<NAME>`; this module only builds their `Batch` from the
+recorded tensors and the teacher, computing for the teacher only what the enabled terms require (no box head
+for FitNet, ReviewKD or FGFI alone). Inference (and `--eval-only`) runs the student alone; the teacher is only
+built for training.
 """
 from __future__ import annotations
 
@@ -10,15 +15,27 @@ import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 from detectron2.utils.events import get_event_storage
 from torch import nn
+from torchvision.ops import roi_align
 
-from .config import check_distill_values
-from .roi_tap import ROIHeadTap
+from unikd.terms import Batch, FeatureSpec, RegionOutputs, TermContext, TermSet, options_from_node, registered_terms
+from unikd.terms.base import (
+    NEEDS_ANCHORS, NEEDS_FEATURES, NEEDS_GT_BOXES, NEEDS_LOGITS, NEEDS_REGION_OUTPUTS, NEEDS_TARGETS,
+)
+
+from .config import TASK, check_distill_values
+from .roi_tap import ROIHeadTap, StudentRecord
 from .teacher import FrozenTeacher, load_teacher_config, teacher_output_shapes, validate_teacher_config
-from .terms import DistillContext, build_distill_terms, enabled_term_classes
 
 logger = logging.getLogger(__name__)
+
+# What this front end computes for a term (unikd.terms.base NEEDS_*).
+SUPPORTED = frozenset({NEEDS_LOGITS, NEEDS_TARGETS, NEEDS_FEATURES, NEEDS_GT_BOXES, NEEDS_ANCHORS,
+                       NEEDS_REGION_OUTPUTS})
+# The teacher's box branch on the student's boxes is run only for these.
+NEEDS_TEACHER_ROI = frozenset({NEEDS_LOGITS, NEEDS_REGION_OUTPUTS})
 
 
 def build_student(cfg: CfgNode) -> GeneralizedRCNN:
@@ -32,52 +49,74 @@ def build_student(cfg: CfgNode) -> GeneralizedRCNN:
     return student
 
 
-def warn_if_logit_loss_counted_twice(cfg: CfgNode) -> None:
-    """UniKD's own logit term (LOGIT_LOSS kl | dkd, weighted by BETA) already distils the ROI logits; adding
-    DISTILL.ROI or DISTILL.MLKD distils them a second time. Allowed (a hybrid may want it), but said once."""
-    others = [node for node in ("ROI", "MLKD") if cfg.DISTILL[node].ENABLED]
-    if cfg.DISTILL.UNIKD.ENABLED and cfg.DISTILL.UNIKD.LOGIT_LOSS != "none" and others:
-        logger.warning(
-            "DISTILL.UNIKD.LOGIT_LOSS %s and DISTILL.%s both distil the ROI logits, so the logit KD is counted "
-            "twice; set DISTILL.UNIKD.LOGIT_LOSS none to keep only the %s term",
-            cfg.DISTILL.UNIKD.LOGIT_LOSS, " and DISTILL.".join(others), "/".join(others),
-        )
+def enabled_terms(cfg: CfgNode) -> list[str]:
+    """Names of the registered terms whose `cfg.DISTILL.<NAME>.ENABLED` is true."""
+    return [name for name in registered_terms() if cfg.DISTILL[name.upper()].ENABLED]
 
 
-def add_term_losses(losses: dict[str, torch.Tensor], term: str, term_losses: dict[str, torch.Tensor]) -> None:
-    """Add one term's losses to `losses`, in place. Each key must name its term (`term` is one of its
-    `_`-separated words, as in `loss_kd_roi`) and be new: a clash with the detector's or another term's key
-    would silently drop one loss from the sum, so it is refused."""
-    for name, value in term_losses.items():
-        if name in losses:
-            raise ValueError(f"distillation term {term!r} returned loss {name!r}, which another loss already uses")
-        if not name.startswith("loss_") or term not in name.split("_"):
-            raise ValueError(f"distillation term {term!r} returned loss {name!r}: its keys must be loss_*_{term}_*")
-        losses[name] = value
+def feature_specs(shapes: dict[str, ShapeSpec]) -> list[FeatureSpec]:
+    """A backbone's output levels as term feature specs, finest first (FPN outputs have no pre-activation)."""
+    ordered = sorted(shapes.items(), key=lambda item: item[1].stride)
+    return [FeatureSpec(name, shape.channels, shape.stride) for name, shape in ordered]
+
+
+def box_feature_channels(key: str, in_features: list[str], shapes: dict[str, ShapeSpec], network: str) -> int:
+    """The single channel count of the box pooler's input levels (StandardROIHeads requires one)."""
+    missing = [f for f in in_features if f not in shapes]
+    if missing:
+        raise ValueError(f"{key} {missing} not produced by the {network} backbone (it has {sorted(shapes)})")
+    channels = {shapes[f].channels for f in in_features}
+    if len(channels) != 1:
+        raise ValueError(f"{key} levels of the {network} have different channel counts {sorted(channels)}")
+    return channels.pop()
+
+
+def term_context(cfg: CfgNode, teacher_cfg: CfgNode, student_shapes: dict[str, ShapeSpec],
+                 teacher_shapes: dict[str, ShapeSpec]) -> TermContext:
+    """What the terms are built from: both backbones' levels, the ROI logit width K + 1 (background = K), the
+    box branch's feature channels and delta columns, and the RPN's anchor levels."""
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    key = "MODEL.ROI_HEADS.IN_FEATURES"
+    return TermContext(
+        task=TASK,
+        student_features=feature_specs(student_shapes),
+        teacher_features=feature_specs(teacher_shapes),
+        num_outputs=num_classes + 1,
+        background_class=num_classes,
+        region_feature_channels=(
+            box_feature_channels(key, cfg.MODEL.ROI_HEADS.IN_FEATURES, student_shapes, "student"),
+            box_feature_channels(key, teacher_cfg.MODEL.ROI_HEADS.IN_FEATURES, teacher_shapes, "teacher"),
+        ),
+        box_delta_outputs=4 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG else 4 * num_classes,
+        anchor_features=list(cfg.MODEL.RPN.IN_FEATURES),
+    )
+
+
+def build_term_set(cfg: CfgNode, names: list[str], context: TermContext) -> TermSet:
+    """The enabled terms with their `cfg.DISTILL.<NAME>` options, refusing one this front end cannot feed."""
+    terms = registered_terms()
+    options = {name: options_from_node(terms[name].Options, cfg.DISTILL[name.upper()], ignore={"ENABLED"})
+               for name in names}
+    term_set = TermSet.build(options, context)
+    term_set.check_supported(TASK, SUPPORTED)
+    return term_set
 
 
 @META_ARCH_REGISTRY.register()
 class DistillRCNN(nn.Module):
     """Student `GeneralizedRCNN` + distillation terms; the frozen teacher lives outside the module tree.
 
-    Only `student.*` and the terms' own modules (UniKD's AFF/FDP) are parameters, so checkpoints, the
+    Only `student.*` and the terms' own modules (UniKD's AFF/FDP, adapters) are parameters, so checkpoints, the
     optimizer and DDP never see the teacher. The teacher is built on first use in training (or by
     `build_teacher()`, which `DistillTrainer` calls before its first iteration), never in inference.
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        student: GeneralizedRCNN,
-        terms: nn.ModuleDict,
-        teacher_cfg: CfgNode | None,
-        warmup_iters: int = 0,
-    ):
+    def __init__(self, *, student: GeneralizedRCNN, terms: TermSet, teacher_cfg: CfgNode | None):
         super().__init__()
         self.student = student
         self.distill_terms = terms
-        self.warmup_iters = warmup_iters
+        self.needs = terms.requirements()
         self._teacher_cfg = teacher_cfg
         self._teacher: FrozenTeacher | None = None
         self._roi_tap = ROIHeadTap(student.roi_heads) if len(terms) else None
@@ -86,20 +125,19 @@ class DistillRCNN(nn.Module):
     def from_config(cls, cfg: CfgNode) -> dict:
         check_distill_values(cfg)
         student = build_student(cfg)
-        if not enabled_term_classes(cfg):
+        names = enabled_terms(cfg)
+        if not names:
             logger.warning("No DISTILL term is enabled: DistillRCNN trains the student alone")
-            return {"student": student, "terms": nn.ModuleDict(), "teacher_cfg": None}
-        warn_if_logit_loss_counted_twice(cfg)
+            return {"student": student, "terms": TermSet({}), "teacher_cfg": None}
         teacher_cfg = load_teacher_config(cfg)
         validate_teacher_config(cfg, teacher_cfg)
         student_shapes: dict[str, ShapeSpec] = student.backbone.output_shape()
-        terms = build_distill_terms(cfg, student_shapes, teacher_output_shapes(teacher_cfg))
-        return {
-            "student": student,
-            "terms": terms,
-            "teacher_cfg": teacher_cfg,
-            "warmup_iters": cfg.DISTILL.WARMUP_ITERS,
-        }
+        context = term_context(cfg, teacher_cfg, student_shapes, teacher_output_shapes(teacher_cfg))
+        terms = build_term_set(cfg, names, context)
+        if NEEDS_ANCHORS in terms.requirements() and student.proposal_generator is None:
+            raise ValueError("a DISTILL term needs the RPN's anchors, but this student has no proposal generator "
+                             "(precomputed proposals)")
+        return {"student": student, "terms": terms, "teacher_cfg": teacher_cfg}
 
     @property
     def device(self) -> torch.device:
@@ -118,48 +156,50 @@ class DistillRCNN(nn.Module):
             self._teacher.to(self.device)
         return self._teacher
 
-    def warmup_factor(self) -> float:
-        """Linear ramp of the distillation weights over DISTILL.WARMUP_ITERS iterations."""
-        if self.warmup_iters <= 0:
-            return 1.0
-        return min(1.0, (get_event_storage().iter + 1) / self.warmup_iters)
-
     def forward(self, batched_inputs: list[dict]):
         if not self.training or not len(self.distill_terms):
             return self.student(batched_inputs)
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("DistillRCNN trains on inputs with ground-truth 'instances' (the ROI sampling labels "
+                             "the distillation terms read); an input without them has nothing to distil")
         teacher = self.build_teacher()
-        student = self.student
-
-        images = student.preprocess_image(batched_inputs)
-        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        features = student.backbone(images.tensor)
-        proposals, proposal_losses = student.proposal_generator(images, features, gt_instances)
-        with self._roi_tap.recording() as roi:
-            sampled, detector_losses = student.roi_heads(images, features, proposals, gt_instances)
-
-        teacher_images = teacher.preprocess(batched_inputs, student.input_format, like=images)
-        teacher_features = teacher.features(teacher_images)
-        teacher_roi = teacher.roi_outputs(teacher_features, roi.boxes)
-        ctx = DistillContext(
-            student_features=features,
-            teacher_features=teacher_features,
-            boxes=roi.boxes,
-            student_logits=roi.scores,
-            teacher_logits=teacher_roi.scores,
-            gt_classes=torch.cat([p.gt_classes for p in sampled]),
-            image_shape=tuple(images.tensor.shape[-2:]),
-            gt_boxes=[x.gt_boxes for x in gt_instances],
-            student_roi=roi,
-            teacher_roi=teacher_roi,
-        )
-        factor = self.warmup_factor()
-        iteration = get_event_storage().iter
-        losses = {**detector_losses, **proposal_losses}
-        for name, term in self.distill_terms.items():
-            # Before its start iteration a term is still computed, times 0, so every parameter keeps a gradient.
-            term_factor = factor if iteration >= term.start_iter else 0.0
-            add_term_losses(losses, name, {key: term_factor * value for key, value in term(ctx).items()})
-
-        if student.vis_period > 0 and get_event_storage().iter % student.vis_period == 0:
-            student.visualize_training(batched_inputs, proposals)
+        with self._roi_tap.recording() as record:
+            losses = self.student(batched_inputs)
+        batch = self.batch(teacher, batched_inputs, record)
+        # Progress in iterations counted from 1: a term's START 401 first counts at EventStorage.iter 400.
+        progress = get_event_storage().iter + 1
+        losses.update(self.distill_terms(batch, progress, taken=losses))
         return losses
+
+    def batch(self, teacher: FrozenTeacher, batched_inputs: list[dict], record: StudentRecord) -> Batch:
+        """The terms' view of the iteration: the recorded student tensors and what the terms need of the teacher."""
+        images = record.images
+        teacher_images = teacher.preprocess(batched_inputs, self.student.input_format, like=images)
+        teacher_features = teacher.features(teacher_images)
+        rois = convert_boxes_to_pooler_format(record.boxes)
+        image_width = images.tensor.shape[-1]
+
+        def region_pool(fused: torch.Tensor, size: int) -> torch.Tensor:
+            """ROIAlign of a map aligned with the padded image; its stride is read off its width."""
+            stride = round(image_width / fused.shape[-1])
+            return roi_align(fused, rois.to(fused.dtype), size, 1.0 / stride, 0, aligned=True)
+
+        batch = Batch(
+            student_logits=record.scores,
+            targets=torch.cat([p.gt_classes for p in record.sampled]),
+            student_features=record.features,
+            teacher_features=teacher_features,
+            region_pool=region_pool,
+            gt_boxes=[x["instances"].gt_boxes.tensor.to(self.device) for x in batched_inputs],
+        )
+        if self.needs & NEEDS_TEACHER_ROI:
+            teacher_roi = teacher.roi_outputs(teacher_features, record.boxes)
+            batch.teacher_logits = teacher_roi.scores
+            batch.student_regions = RegionOutputs(record.box_features, record.scores, record.deltas)
+            batch.teacher_regions = RegionOutputs(teacher_roi.box_features, teacher_roi.scores, teacher_roi.deltas)
+        if NEEDS_ANCHORS in self.needs:
+            generator = self.student.proposal_generator
+            levels = generator.in_features
+            anchors = generator.anchor_generator([record.features[f] for f in levels])
+            batch.anchors = {f: boxes.tensor for f, boxes in zip(levels, anchors)}
+        return batch

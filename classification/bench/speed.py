@@ -20,9 +20,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from unikd.terms import term_class
+
 from ..config import get_cfg
 from ..distillers import get_distiller_class, registered_distillers
-from ..distillers.terms import get_term_class
 from ..engine.optim import build_optimizers
 from ..engine.runtime import autocast_factory, resolve_device, use_channels_last
 from ..engine.trainer import check_finite
@@ -55,7 +56,7 @@ def check_methods(methods: list[str]) -> None:
     for method in methods:
         if "+" in method:
             for term in method.split("+"):
-                get_term_class(term)
+                term_class(term)
         else:
             get_distiller_class(method)
 

@@ -1,5 +1,19 @@
-"""Distillers registered by name (DISTILLER.NAME). Importing a module registers its distiller or loss term."""
-from . import at, crd, dkd, fitnet, kd, mlkd, nkd, ofd, reviewkd, rkd, sp, slkd, terms, unikd, vanilla  # noqa: F401
-from .base import Distiller, get_distiller_class, register_distiller, registered_distillers
+"""Distillers by name (DISTILLER.NAME): vanilla, hybrid, slkd, and one per registered `unikd.terms` term."""
+from . import slkd, terms, vanilla  # noqa: F401  (registrations)
+from .base import Distiller, named_distillers, register_distiller
+from .terms import term_distillers
+
+
+def registered_distillers() -> dict[str, type[Distiller]]:
+    """{name: class} of every method: one per registered term, then the registered distiller classes."""
+    return {**term_distillers(), **named_distillers()}
+
+
+def get_distiller_class(name: str) -> type[Distiller]:
+    distillers = registered_distillers()
+    if name not in distillers:
+        raise KeyError(f"unknown distiller {name!r}; available: {', '.join(sorted(distillers))}")
+    return distillers[name]
+
 
 __all__ = ["Distiller", "get_distiller_class", "register_distiller", "registered_distillers"]

@@ -1,9 +1,10 @@
 """Distiller base class and registry.
 
 A distiller is an nn.Module that holds the student, the frozen teacher (when it needs one) and its own
-trainable modules, and turns a batch into named losses. Adding a method is one new module that defines a
-subclass decorated with `register_distiller` plus its import in `distillers/__init__.py`; the class carries
-its config defaults (`CONFIG_NODE`, `default_config`), so no other file changes.
+trainable modules, and turns a batch into named losses. Distillation methods are terms of the shared layer
+(`unikd.terms`), each one a distiller by itself (distillers/terms.py); a subclass decorated with
+`register_distiller` is only needed for a method that is more than a sum of losses on one student update
+(SLKD's jointly trained teachers). The class carries its config defaults (`CONFIG_NODE`, `default_config`).
 """
 from __future__ import annotations
 
@@ -34,14 +35,10 @@ def register_distiller(name: str) -> Callable[[type["Distiller"]], type["Distill
     return decorate
 
 
-def registered_distillers() -> dict[str, type["Distiller"]]:
+def named_distillers() -> dict[str, type["Distiller"]]:
+    """The distillers registered by class (vanilla, hybrid, slkd); `distillers.registered_distillers` adds one
+    per registered term."""
     return dict(_REGISTRY)
-
-
-def get_distiller_class(name: str) -> type["Distiller"]:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown distiller {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -50,13 +47,6 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
-
-
-def linear_warmup(progress: float, warmup_epochs: float) -> float:
-    """KD weight ramp: progress (fractional epochs done) / warmup_epochs, capped at 1 (1 when no warm-up)."""
-    if warmup_epochs <= 0:
-        return 1.0
-    return min(progress / warmup_epochs, 1.0)
 
 
 class Distiller(nn.Module):

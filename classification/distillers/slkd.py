@@ -1,4 +1,4 @@
-"""SLKD: knowledge distillation with self-learning teachers (DESIGN section 4).
+"""SLKD: knowledge distillation with self-learning teachers (docs/DESIGN.md section 7).
 
 NUM_SLT self-learning teachers (SL-Ts) with the teacher's architecture start from random weights and train
 next to the student, each with its own SGD optimizer. With T the temperature and KD(a <- b) =

@@ -1,7 +1,7 @@
 """The optimizers of one run: one SGD per trainable network, stepped together or in phases.
 
 Most distillers have one optimizer ("student": the student and the distiller's own modules). SLKD adds one
-per self-learning teacher, each with the student's hyper-parameters and schedule (DESIGN section 4).
+per self-learning teacher, each with the student's hyper-parameters and schedule (docs/DESIGN.md section 7).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Pure-PyTorch knowledge-distillation loss core (no detectron2 import).
 
 UniKD: AdaptiveFeatureFusion (paper Eq. 4), FeatureDistributionPredictor, gaussian_kl (Eq. 6),
-gaussian_nll (teacher fit), kd_loss (Eq. 1), dkd_loss (decoupled KD), UniKDLoss and UniKDOptions.
+gaussian_nll (teacher fit), kd_loss (Eq. 1), dkd_loss (decoupled KD) and UniKDLoss (its options: unikd.terms.unikd).
 Feature-KD baselines: FitNet hints (hint), attention transfer (attention), SP and RKD (relational),
 OFD (ofd) and ReviewKD fusion + HCL (review).
 Logit / representation baselines: NKD (nkd), multi-level logit KD (mlkd) and CRD with its memory bank (crd).
@@ -23,7 +23,6 @@ from .mlkd import (
 )
 from .nkd import nkd_loss
 from .ofd import OFDConnector, gaussian_negative_margin, ofd_loss, ofd_margin_from_features
-from .options import UniKDOptions
 from .relational import rkd_angle_loss, rkd_distance_loss, rkd_loss, sp_loss
 from .review import AttentionBasedFusion, ReviewFusion, hcl_loss
 from .unikd import UniKDLoss
@@ -40,7 +39,6 @@ __all__ = [
     "OFDConnector",
     "ReviewFusion",
     "UniKDLoss",
-    "UniKDOptions",
     "at_loss",
     "attention_map",
     "batch_correlation_loss",

@@ -1,7 +1,7 @@
 """Adaptive Feature Fusion (AFF), UniKD paper Eq. 4: a gated top-down fusion of multi-level features.
 
 Each level i is first mapped to C channels by an expander E_i = 1x1 conv + normalisation. The
-normalisation is not in the paper; it is required for stability (DESIGN.md section 3: without it the fused
+normalisation is not in the paper; it is required for stability (docs/DESIGN.md section 8: without it the fused
 maps grew without bound and training diverged within 20 iterations at LR 0.05). Fusion runs from the
 coarsest level down: R_L = E_L(F_L) and, for i = L..2,
 

@@ -12,7 +12,7 @@ class FeatureDistributionPredictor(nn.Module):
     [N_roi, C] or [N_roi, C, h, w] regions. Two linear heads read the pooled vector. The log-variance is
     bounded smoothly, logvar = s * tanh(raw / s) with s = logvar_bound: unlike a hard clamp it keeps a
     gradient everywhere, and it keeps exp(logvar) within [e^-s, e^s] so the Gaussian KL (Eq. 6) and the
-    fit NLL cannot explode (DESIGN.md section 3, "Stability"). `logvar_bound=None` leaves the log-variance
+    fit NLL cannot explode (docs/DESIGN.md section 8). `logvar_bound=None` leaves the log-variance
     unbounded, as the authors' detection code does (FabienCode/mdistiller detection/model/rcnn.py, featPro).
     """
 

@@ -1,4 +1,4 @@
-"""The UniKD loss module: AFF + FDP + Gaussian KL feature loss + logit loss (DESIGN.md section 3).
+"""The UniKD loss module: AFF + FDP + Gaussian KL feature loss + logit loss (docs/DESIGN.md section 5).
 
 Paper mode, per batch of images or ROIs:
 
@@ -11,13 +11,13 @@ and L_fit are divided by K. The caller adds its task loss. The teacher is consta
 features and logits are detached on entry, so no gradient can reach the teacher network even when its
 outputs were computed with autograd on. The teacher-side AFF (aff_t) and the FDP are trainable.
 
-authors_code mode reproduces the authors' public code (see UniKDOptions): a reparameterised sample per
+authors_code mode reproduces the authors' public code (see `unikd.terms.unikd.UniKDOptions`): a reparameterised sample per
 network, a softmax-KL between the samples, a supplementary softmax-KL tying each sample to its own network's
 logits, and DKD as the logit term. Their detection code differs again and is `DetectionAuthorsUniKD`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,9 @@ from .checks import check_choice
 from .fdp import FeatureDistributionPredictor
 from .gaussian import gaussian_kl, gaussian_nll
 from .logit_kd import dkd_loss, kd_loss
-from .options import UniKDOptions
+
+if TYPE_CHECKING:  # the options live with the term (unikd.terms.unikd), which imports this module
+    from ..terms.unikd import UniKDOptions
 
 RegionPool = Callable[[Tensor], Tensor]
 
@@ -53,10 +55,10 @@ class UniKDLoss(nn.Module):
         student_channels: list[int],
         teacher_channels: list[int],
         num_outputs: int,
-        options: UniKDOptions | None = None,
+        options: "UniKDOptions",
     ) -> None:
         super().__init__()
-        opts = options if options is not None else UniKDOptions()
+        opts = options
         self.options = opts
         self.num_outputs = num_outputs
         self.paper_mode = opts.mode == "paper"
@@ -67,17 +69,17 @@ class UniKDLoss(nn.Module):
         self.aff_s = self._make_aff(student_channels, gate)
         # authors_code: no teacher AFF, the FDP reads the teacher's raw finest map.
         self.aff_t = self._make_aff(teacher_channels, gate) if self.paper_mode else None
-        teacher_width = opts.channels if self.paper_mode else teacher_channels[0]
+        teacher_width = opts.aff.channels if self.paper_mode else teacher_channels[0]
 
         if self.shared_fdp:
-            self.fdp = self._make_fdp(opts.channels)
+            self.fdp = self._make_fdp(opts.aff.channels)
         else:
-            self.fdp_s = self._make_fdp(opts.channels)
+            self.fdp_s = self._make_fdp(opts.aff.channels)
             self.fdp_t = self._make_fdp(teacher_width)
 
     def _make_aff(self, channels: list[int], gate: str) -> AdaptiveFeatureFusion:
-        levels = channels if self.options.aff_enabled else channels[-1:]
-        return AdaptiveFeatureFusion(levels, self.options.channels, norm=self.options.norm, gate=gate)
+        levels = channels if self.options.aff.enabled else channels[-1:]
+        return AdaptiveFeatureFusion(levels, self.options.aff.channels, norm=self.options.norm, gate=gate)
 
     def _make_fdp(self, channels: int) -> FeatureDistributionPredictor:
         return FeatureDistributionPredictor(channels, self.num_outputs, logvar_bound=self.options.logvar_bound)
@@ -90,7 +92,7 @@ class UniKDLoss(nn.Module):
 
     def _levels(self, feats: list[Tensor]) -> list[Tensor]:
         """All maps for AFF, or only the last (coarsest) one for the no-AFF ablation."""
-        return list(feats) if self.options.aff_enabled else list(feats[-1:])
+        return list(feats) if self.options.aff.enabled else list(feats[-1:])
 
     def fuse(self, feats_s: list[Tensor], feats_t: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Fused student and teacher maps (authors_code: the teacher's raw finest map)."""
@@ -204,7 +206,7 @@ class DetectionAuthorsUniKD(nn.Module):
         teacher_channels: int,
         num_classes: int,
         reg_dim: int,
-        options: UniKDOptions,
+        options: "UniKDOptions",
         *,
         reg_head: bool = True,
         reg_target: str = "teacher",

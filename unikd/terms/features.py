@@ -1,0 +1,66 @@
+"""Choosing and pairing the feature maps a term taps, by the names the networks declare.
+
+Detection declares its FPN levels (`p2`..`p6`), classification each zoo model's `stem`, `stage1`.. and
+`pool` (the pooled vector as a 1x1 map). A term's `in_features` option lists names or shell-style patterns
+(`stage*`), matched in the declared order (finest first); `num_levels` keeps the deepest matches.
+"""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import TypeVar
+
+from torch import nn
+
+from .base import FeatureSpec
+
+T = TypeVar("T")
+
+
+def select_features(
+    key: str, specs: list[FeatureSpec], patterns: list[str], network: str, num_levels: int = 0
+) -> list[FeatureSpec]:
+    """The declared features matching `patterns`, finest first, the deepest `num_levels` of them if > 0.
+
+    ValueError for an empty pattern list, a pattern that matches nothing, or fewer matches than num_levels."""
+    if not patterns:
+        raise ValueError(f"{key} is empty")
+    names = [spec.name for spec in specs]
+    for pattern in patterns:
+        if not any(fnmatchcase(name, pattern) for name in names):
+            raise ValueError(f"{key} {pattern!r} matches no feature of the {network} (it declares {names})")
+    chosen = [spec for spec in specs if any(fnmatchcase(spec.name, p) for p in patterns)]
+    if num_levels > 0:
+        if len(chosen) < num_levels:
+            raise ValueError(
+                f"{key} {list(patterns)} gives {len(chosen)} features of the {network}, fewer than the "
+                f"{num_levels} levels asked for"
+            )
+        chosen = chosen[-num_levels:]
+    return chosen
+
+
+def pair_from_deepest(student: list[T], teacher: list[T]) -> list[tuple[T, T]]:
+    """As many student/teacher entries as both have, aligned at the deepest (the official codes' pairing
+    when the two networks have different stage counts; the same as pairing by name when they agree)."""
+    count = min(len(student), len(teacher))
+    return list(zip(student[len(student) - count:], teacher[len(teacher) - count:]))
+
+
+def tapped_pairs(
+    key: str, context_student: list[FeatureSpec], context_teacher: list[FeatureSpec], patterns: list[str],
+    num_levels: int = 0,
+) -> list[tuple[FeatureSpec, FeatureSpec]]:
+    """The student/teacher feature pairs a term taps: each side selected by `patterns`, paired from the deepest."""
+    return pair_from_deepest(
+        select_features(key, context_student, patterns, "student", num_levels),
+        select_features(key, context_teacher, patterns, "teacher", num_levels),
+    )
+
+
+def level_adapters(pairs: list[tuple[FeatureSpec, FeatureSpec]], kernel_size: int) -> nn.ModuleDict:
+    """One size-preserving conv per pair, keyed by the student's feature name, mapping the student's channels
+    to the teacher's. No normalisation or ReLU: FPN outputs are signed and detection batches too small for
+    BatchNorm."""
+    return nn.ModuleDict({
+        s.name: nn.Conv2d(s.channels, t.channels, kernel_size, padding=kernel_size // 2) for s, t in pairs
+    })
