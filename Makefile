@@ -7,8 +7,8 @@ PY := $(REPO)/.venv/bin/python
 setup:
 	bash $(REPO)/tools/setup_env.sh
 
-# Two processes at one torch thread each: one trains the detection teacher and then the UniKD student, the other
-# the plain student and then the classification part (tools/demo.py --jobs), so both cores stay busy.
+# Two processes at one torch thread each share the stages of the two demo grids (tools/demo.py --jobs): one trains
+# the detection teacher, the other the plain student and then the classification stages, so both cores stay busy.
 demo: setup
 	cd $(REPO) && $(PY) tools/demo.py --jobs 2 --threads 1
 
@@ -21,24 +21,20 @@ test-all: setup
 bench: setup
 	cd $(REPO) && $(PY) tools/benchmark_det.py --aff-channels 16 32 64
 
-# The README's detection comparison: the demo teacher once, each student method with seeds 0 1 2 (resumable stage
-# by stage; mean +- std and paired 95% intervals to the plain student), then one ROI-logit CDF figure of
-# seed 0 (tools/analyze_det.py, on the configs the demo wrote next to each stage's weights). Two stages train at
-# once, one torch thread each (--jobs 2 --threads 1), so every stage's weights are the same whichever process
-# trained it and however many cores the machine has.
+# The detection comparison and its UniKD ablation: two grid files (configs/bench/, docs/bench.md) sharing one output
+# folder, so the teacher, ROI-KD and UniKD stages train once for both; each student method with seeds 0 1 2, two
+# stages at once at one torch thread each (a stage's weights are the same whichever process trains it). Resumable
+# stage by stage. Then one ROI-logit CDF figure of seed 0 (tools/analyze_det.py, on the config each stage wrote).
 BENCH_DET := output/bench-det
-# The UniKD ablation (tools/demo.py ABLATION_STAGES) runs in the same table, paired to ROI-KD and to UniKD as well.
+BENCH_DET_GRIDS := configs/bench/det_main.yaml configs/bench/det_unikd_ablation.yaml
 BENCH_DET_METHODS := student kd dkd fitnet reviewkd unikd
-BENCH_DET_ABLATION := unikd_p5_only unikd_aff16 unikd_aff64 unikd_pool7 unikd_alpha0.5 unikd_alpha2 \
-	unikd_logit_dkd unikd_logit_none unikd_no_target_fit unikd_authors_code
 bench-det: setup
-	cd $(REPO) && $(PY) tools/demo.py --part detection --seeds 0 1 2 --jobs 2 --threads 1 \
-		--det-methods $(BENCH_DET_METHODS) $(BENCH_DET_ABLATION) --output-dir $(BENCH_DET)
+	cd $(REPO) && $(PY) tools/bench_det.py --grid $(BENCH_DET_GRIDS) --jobs 2 --threads 1
 	cd $(REPO) && $(PY) tools/analyze_det.py \
-		--config-file $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/seed0/$(m)/config.yaml) \
-		--weights $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/seed0/$(m)/model_final.pth) \
+		--config-file $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/r18/$(m)/seed0/config.yaml) \
+		--weights $(foreach m,$(BENCH_DET_METHODS),$(BENCH_DET)/r18/$(m)/seed0/model_final.pth) \
 		--labels $(BENCH_DET_METHODS) --output $(BENCH_DET)/analyze_det \
-		DISTILL.TEACHER.CONFIG configs/Demo/teacher-R18.yaml DISTILL.TEACHER.WEIGHTS $(BENCH_DET)/teacher/model_final.pth
+		DISTILL.TEACHER.CONFIG configs/Demo/teacher-R18.yaml DISTILL.TEACHER.WEIGHTS $(BENCH_DET)/teachers/r18/model_final.pth
 
 bench-classification: setup
 	cd $(REPO) && $(PY) -m classification bench --speed --steps 6 --rounds 3

@@ -6,9 +6,14 @@ import json
 import logging
 import sys
 
+from unikd.bench.cli import add_report_arguments, add_run_arguments, positive_int
+from unikd.core.cli import DEBUG_FLAG, add_debug_argument, run_main
+
 from .config import load_cfg
 
-TRAIN_FLAGS = ("--resume", "--overwrite")
+# Flags that may also come after the KEY VALUE overrides of train and eval.
+TRAIN_FLAGS = ("--resume", "--overwrite", DEBUG_FLAG)
+EVAL_FLAGS = (DEBUG_FLAG,)
 
 
 def _flags_out_of_overrides(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
@@ -37,28 +42,29 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from .engine.evaluate import evaluate_checkpoint
 
-    _flags_out_of_overrides(args, ())
+    _flags_out_of_overrides(args, EVAL_FLAGS)
     cfg = load_cfg(args.config, args.opts)
     result = evaluate_checkpoint(cfg, args.checkpoint)
     print(json.dumps(result, indent=2))
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .bench import run_grid, run_speed
+    from unikd.bench.cli import run_from_args
+
+    from .bench import run_speed
 
     if args.speed:
         run_speed(args)
+    elif not args.grid:
+        raise ValueError("bench needs --grid FILE or --speed")
     else:
-        if not args.grid:
-            raise SystemExit("bench needs --grid FILE or --speed")
-        run_grid(args.grid, output_dir=args.output_dir, dry_run=args.dry_run)
+        run_from_args(args)
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .bench import report_results
+    from unikd.bench.cli import report_from_args
 
-    rows = report_results(args.results, args.output, reference=args.reference)
-    print(f"{len(rows)} runs from {len(args.results)} results.csv files -> {args.output}/results.md")
+    report_from_args(args, "classification")
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -66,17 +72,6 @@ def _analyze(args: argparse.Namespace) -> None:
 
     result = analyze(args.run, args.output, device=args.device)
     print(json.dumps(result, indent=2))
-
-
-def _positive_int(text: str) -> int:
-    """argparse type of counts (batch size, steps, rounds): an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,27 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("opts", nargs=argparse.REMAINDER)
     evaluate.set_defaults(func=_eval)
 
-    bench = sub.add_parser("bench", help="run a grid of pairs x methods x seeds, or the speed benchmark")
-    bench.add_argument("--grid", help="bench grid YAML (see classification/configs/bench/)")
-    bench.add_argument("--output-dir", help="override the grid's output folder")
-    bench.add_argument("--dry-run", action="store_true", help="print the runs without training")
+    bench = sub.add_parser("bench", help="run bench grids of pairs x methods x seeds (unikd.bench), or the speed "
+                                          "benchmark")
+    add_run_arguments(bench, grid_required=False)
     bench.add_argument("--speed", action="store_true", help="time the distillers' training steps")
     bench.add_argument("--student", default="resnet8x4")
     bench.add_argument("--teacher", default="resnet32x4")
     bench.add_argument("--methods", nargs="+", help='methods to time (default: all, and hybrids such as "kd+fitnet")')
-    bench.add_argument("--batch-size", type=_positive_int, default=64)
-    bench.add_argument("--steps", type=_positive_int, default=10, help="timed steps per round")
-    bench.add_argument("--rounds", type=_positive_int, default=3,
+    bench.add_argument("--batch-size", type=positive_int, default=64)
+    bench.add_argument("--steps", type=positive_int, default=10, help="timed steps per round")
+    bench.add_argument("--rounds", type=positive_int, default=3,
                        help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=_bench)
 
     report = sub.add_parser("report", help="one bench report from the results.csv files of a grid's parts")
-    report.add_argument("--results", nargs="+", required=True,
-                        help="results.csv files written by bench; a cell in several must agree in each")
-    report.add_argument("--output", required=True, help="folder for results.csv, methods.csv, results.md, results.png")
-    report.add_argument("--reference", help="a method to compare every method with on validation top-1 (a grid's "
-                                            "`reference`)")
+    add_report_arguments(report)
     report.set_defaults(func=_report)
 
     analyze = sub.add_parser("analyze", help="the UniKD paper's analyses (Figs. 3-5) of finished runs")
@@ -129,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for loss_curves.png, logit_diff_cdf.png, corr_diff.png and analysis.json")
     analyze.add_argument("--device", default="cpu")
     analyze.set_defaults(func=_analyze)
+    for command in sub.choices.values():
+        add_debug_argument(command)
     return parser
 
 
@@ -139,4 +131,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from yacs.config import CfgNode as CN
 
 from unikd.core.checks import COMMON_VALUE_RULES, ValueRule, check_config_values
+from unikd.core.files import read_yaml
 
 from unikd.terms import options_node, registered_terms
 
@@ -179,20 +179,6 @@ def _merge_file(cfg: CN, path: Path, chain: tuple[Path, ...] = ()) -> None:
         cfg.merge_from_other_cfg(CN(_ints_as_floats(cfg, content)))
     except KeyError as err:
         raise KeyError(f"{path}: {err}") from None
-
-
-def read_yaml(path: Path, what: str) -> dict:
-    """A YAML mapping read with yaml.safe_load (no `!!python/...` tag can run code): ValueError naming the file
-    for a refused tag, a syntax error or content that is not a mapping."""
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not a valid YAML file ({' '.join(str(err).split())}); expected {what}") from None
-    if content is None:
-        return {}
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} holds a YAML {type(content).__name__}, not a mapping; expected {what}")
-    return content
 
 
 def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from classification.__main__ import main
-from classification.bench import grid as grid_module
+from classification.bench import task as task_module
 from classification.catalog import METHODS, all_configs
 from classification.config import get_cfg, load_cfg
 from classification.distillers import get_distiller_class
@@ -113,6 +113,10 @@ def test_bench_grid_runs_every_cell_once_and_writes_tables(tmp_path, cls_cfg, ca
         best = [float(r["best_top1"]) for r in rows if r["method"] == method]
         mean = sum(best) / 2
         std = (sum((b - mean) ** 2 for b in best)) ** 0.5  # sample std of two values: |a - b| / sqrt(2)
+        assert f"| {mean:.2f} +- {std:.2f} |" in (out / "results.md").read_text()  # the best-epoch column
+    for method in ("vanilla", "kd"):
+        selected = [float(r["test_top1_selected"]) for r in rows if r["method"] == method]
+        mean, std = sum(selected) / 2, abs(selected[0] - selected[1]) / 2 ** 0.5
         assert f"| resnet14->resnet8 | {method} | 2 | {mean:.2f} +- {std:.2f} |" in (out / "results.md").read_text()
     assert (out / "results.png").stat().st_size > 0
     analysis = out / "analysis" / "resnet14-resnet8"
@@ -123,9 +127,9 @@ def test_bench_grid_runs_every_cell_once_and_writes_tables(tmp_path, cls_cfg, ca
         main(["bench", "--grid", str(grid), "--output-dir", str(out)])
     assert (out / "resnet14-resnet8" / "kd" / "seed1" / "last.pth").stat().st_mtime_ns == stamp
     assert sum("skip" in r.getMessage() for r in caplog.records) == 5  # the teacher and the four cells
-    monkeypatch.setattr(grid_module, "analyze", lambda runs, output: pytest.fail("analyze_pairs=False analyzed"))
-    rows = grid_module.run_grid(grid, output_dir=out, analyze_pairs=False)
-    assert [(r["method"], r["seed"]) for r in rows] == [("vanilla", 0), ("vanilla", 1), ("kd", 0), ("kd", 1)]
+    monkeypatch.setattr(task_module, "analyze", lambda runs, output: pytest.fail("`analyze: false` analyzed"))
+    grid.write_text(grid.read_text() + "analyze: false\n")
+    main(["bench", "--grid", str(grid), "--output-dir", str(out)])
 
 
 def test_bench_grid_with_unknown_keys_is_refused(tmp_path):

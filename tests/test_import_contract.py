@@ -52,7 +52,7 @@ def test_shared_layer_and_classification_load_no_detectron2_where_it_is_installe
     assert importlib.util.find_spec("detectron2") is not None, "this test needs detectron2 installed"
     code = (
         "import sys\n"
-        "import unikd, unikd.core, unikd.terms, unikd.data.fashion_mnist\n"
+        "import unikd, unikd.core, unikd.terms, unikd.data.fashion_mnist, unikd.bench.cli, unikd.bench.runner\n"
         "import classification, classification.config, classification.engine, classification.bench\n"
         "import classification.__main__, classification.catalog\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'detectron2', 'unikd_det'}))\n"

@@ -28,6 +28,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.analysis import load_student, load_teacher, roi_logit_pairs  # noqa: E402
+from unikd.core.cli import DEBUG_FLAG, add_debug_argument, run_main  # noqa: E402
 from unikd.core.logit_analysis import abs_logit_differences, logit_agreement, plot_difference_cdfs  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
@@ -43,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=str(REPO / "datasets" / "fashion_mosaic"),
                         help="where the built-in mosaic sets live (generated on first use)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every config")
+    add_debug_argument(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    args.opts = [opt for opt in args.opts if opt != DEBUG_FLAG]  # given after the overrides, REMAINDER took it
     labels = args.labels or [Path(c).stem for c in args.config_file]
     if not len(args.config_file) == len(args.weights) == len(labels):
         raise SystemExit("--config-file, --weights and --labels must list the same number of entries")
@@ -78,4 +81,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -18,9 +18,14 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from unikd.core.cli import add_debug_argument, run_main  # noqa: E402
 
 # torchvision name pattern -> Detectron2 name; applied in order, first match wins per key.
 RENAMES = (
@@ -68,10 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="torchvision ResNet or MobileNetV2 state_dict (.pth)")
     parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     source = Path(args.source)
     if not source.is_file():
-        raise SystemExit(f"not found: {source}")
+        raise FileNotFoundError(f"torchvision checkpoint not found: {source}")
     state = torch.load(source, map_location="cpu", weights_only=True)
     model = convert(state.get("state_dict", state))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -81,4 +87,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

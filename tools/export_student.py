@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from unikd.core.cli import add_debug_argument, run_main  # noqa: E402
 from unikd_det.export import export_student  # noqa: E402
 
 
@@ -21,9 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="DistillRCNN checkpoint (e.g. output/model_final.pth)")
     parser.add_argument("output", help="path of the plain GeneralizedRCNN checkpoint to write")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     print(f"wrote {export_student(args.checkpoint, args.output)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -26,6 +26,7 @@ from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.checkpoint import SafeDetectionCheckpointer  # noqa: E402
 from unikd_det.config import merge_config_file, validate_config  # noqa: E402
 from unikd.core.checks import check_resume_changes, resume_note, resume_notes  # noqa: E402
+from unikd.core.cli import DEBUG_FLAG, add_debug_argument, run_main  # noqa: E402
 from unikd.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
@@ -40,16 +41,17 @@ RESUME_MAY_CHANGE = frozenset({
     "MODEL.DEVICE", "DATALOADER.NUM_WORKERS",
 })
 # Switches that may also come after the KEY VALUE overrides.
-FLAGS = ("--resume", "--overwrite", "--eval-only")
+FLAGS = ("--resume", "--overwrite", "--eval-only", DEBUG_FLAG)
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """Detectron2's parser plus `--overwrite`."""
+    """Detectron2's parser plus `--overwrite` and `--debug`."""
     parser = default_argument_parser()
     parser.add_argument(
         "--overwrite", action="store_true",
         help=f"delete the run already in OUTPUT_DIR ({', '.join(RUN_FILES)}; each file is named) and start over",
     )
+    add_debug_argument(parser)
     return parser
 
 
@@ -152,5 +154,10 @@ def run(args: argparse.Namespace) -> None:
             lock.release()
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (sys.argv[1:] when `argv` is None): parse it, then `run`."""
+    run(parse_args(argv))
+
+
 if __name__ == "__main__":
-    run(parse_args())
+    sys.exit(run_main(cli))

@@ -142,13 +142,16 @@ class DistillTrainer(DefaultTrainer):
         else:
             sampler.start = images_read // comm.get_world_size()
 
-    def train(self):
-        """Train; a FloatingPointError (Detectron2's non-finite loss check, or non-finite weights at a
-        checkpoint) is re-raised with the checkpoint to resume from."""
+    def train(self) -> dict[str, Any] | None:
+        """Train and return the evaluation that Detectron2's EvalHook runs after the last iteration (the result
+        of `test`; None when DATASETS.TEST is empty), which DefaultTrainer itself returns only with
+        TEST.EXPECTED_RESULTS set. A FloatingPointError (Detectron2's non-finite loss check, or non-finite
+        weights at a checkpoint) is re-raised with the checkpoint to resume from."""
         try:
-            return super().train()
+            super().train()
         except FloatingPointError as err:
             raise FloatingPointError(f"{err}\n{self.checkpointer.resume_point()}") from err
+        return getattr(self, "_last_eval_results", None) or None  # set by DefaultTrainer's evaluation hook
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

@@ -1,7 +1,6 @@
-"""The bench subcommand: resumable grids of runs with result tables, the step-speed benchmark, and one report
-from the parts of a grid run separately (the report subcommand)."""
-from .combine import report_results
-from .grid import run_grid
+"""The classification side of the bench: its grid task (`task.ClassificationTask`, run by `unikd.bench`) and the
+step-speed benchmark."""
 from .speed import run_speed
+from .task import TABLE, ClassificationTask
 
-__all__ = ["report_results", "run_grid", "run_speed"]
+__all__ = ["TABLE", "ClassificationTask", "run_speed"]

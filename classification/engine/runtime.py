@@ -16,7 +16,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"TRAIN.DEVICE is {name!r} but CUDA is not available; use auto or cpu")
+        raise ValueError(f"TRAIN.DEVICE is {name!r} but CUDA is not available; use auto or cpu")
     return device
 
 

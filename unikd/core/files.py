@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 # (module, name) pairs a weights pickle may reference: numpy arrays (protocol 2 and 5 forms), dtypes and scalars
 # (under numpy 1's and numpy 2's module names), OrderedDict, and the latin-1 codec of protocol-2 array bytes.
@@ -93,3 +94,17 @@ def load_array_pickle(path: str | Path, what: str = "a weights .pkl file") -> An
             raise ValueError(
                 f"{path} is not a readable pickle (truncated or of another format: {err}); expected {what}"
             ) from None
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    """A YAML mapping read with yaml.safe_load (no `!!python/...` tag can run code): ValueError naming the file
+    for a refused tag, a syntax error or content that is not a mapping."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not a valid YAML file ({' '.join(str(err).split())}); expected {what}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} holds a YAML {type(content).__name__}, not a mapping; expected {what}")
+    return content

@@ -22,14 +22,14 @@ TEMPORARY_PATTERN = ".*.tmp"
 
 
 class OutputDirLock:
-    """An exclusive `flock` on OUTPUT_DIR/.run.lock, held while the run lives.
+    """An exclusive `flock` on OUTPUT_DIR/.run.lock (or another lock file `name`), held while the run lives.
 
     The kernel drops the lock when the holding process exits, even after SIGKILL, so a killed run never
     leaves a stale lock behind; the lock file itself stays and records the last holder's pid.
     """
 
-    def __init__(self, output_dir: str | Path) -> None:
-        self.path = Path(output_dir) / LOCK_NAME
+    def __init__(self, output_dir: str | Path, name: str = LOCK_NAME) -> None:
+        self.path = Path(output_dir) / name
         self._file: IO[str] | None = None
 
     def acquire(self) -> "OutputDirLock":
