@@ -32,6 +32,7 @@ from unikd.core.cli import DEBUG_FLAG, add_debug_argument, run_main  # noqa: E40
 from unikd.core.logit_analysis import abs_logit_differences, logit_agreement, plot_difference_cdfs  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
+from unikd_det.data.register import register_coco_datasets  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.merge_from_list(args.opts)
         cfg.freeze()
         dataset = args.dataset or cfg.DATASETS.TEST[0]
+        register_coco_datasets(cfg)
         register_builtin_datasets([dataset], args.data_dir)
         logger.info("%s: scoring %s with %s", label, dataset, weights)
         student_logits, teacher_logits = roi_logit_pairs(load_student(cfg, weights), load_teacher(cfg), cfg, dataset)

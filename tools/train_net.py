@@ -29,6 +29,7 @@ from unikd.core.checks import check_resume_changes, resume_note, resume_notes  #
 from unikd.core.cli import DEBUG_FLAG, add_debug_argument, run_main  # noqa: E402
 from unikd.core.run_dir import OutputDirLock, claim_output_dir  # noqa: E402
 from unikd_det.data import register_builtin_datasets  # noqa: E402
+from unikd_det.data.register import register_coco_datasets  # noqa: E402
 from unikd_det.trainer import DistillTrainer  # noqa: E402
 
 # What a Detectron2 training run leaves in OUTPUT_DIR (what --overwrite deletes).
@@ -79,8 +80,11 @@ def load_config(args: argparse.Namespace) -> CfgNode:
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
+    """The checked config, Detectron2's setup, and the data sets it names registered: its own COCO-format sets
+    (DATASETS.COCO) first, then any built-in mosaic set not registered yet."""
     cfg = load_config(args)
     default_setup(cfg, args)
+    register_coco_datasets(cfg)
     register_builtin_datasets(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST, REPO / "datasets" / "fashion_mosaic")
     return cfg
 

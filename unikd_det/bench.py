@@ -22,6 +22,7 @@ from unikd.bench.task import STAGE_CONFIG, BenchTask
 
 from .config import add_distill_config, merge_config_file
 from .data import register_builtin_datasets
+from .data.register import register_coco_datasets
 from .trainer import DistillTrainer
 
 DATA_ROOT = Path("datasets") / "fashion_mosaic"  # relative to the current directory, as tools/train_net.py's
@@ -64,6 +65,7 @@ class DetectionTask(BenchTask):
         add_distill_config(cfg)
         merge_config_file(cfg, str(stage.config))
         cfg.merge_from_list(list(stage.overrides))
+        register_coco_datasets(cfg)  # the config's own COCO-format sets (DATASETS.COCO), then the built-in ones
         register_builtin_datasets(cfg.DATASETS.TRAIN, DATA_ROOT)
         cfg.OUTPUT_DIR = str(stage.folder)
         cfg.DATASETS.TEST = self.test_sets

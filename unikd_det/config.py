@@ -1,4 +1,5 @@
-"""The `cfg.DISTILL` node: everything the distillation wrapper adds to a stock Detectron2 config.
+"""The `cfg.DISTILL` node: everything the distillation wrapper adds to a stock Detectron2 config (besides
+`DATASETS.COCO`, a config's own COCO-format data, and `MODEL.MOBILENETV2`).
 
 Student settings stay in the stock `MODEL.*`, `INPUT.*` and `SOLVER.*` keys. Each distillation term is an
 independent sub-node with an `ENABLED` switch, generated from the term's options (`unikd.terms`). A term's
@@ -15,27 +16,43 @@ from .mobilenet_fpn import add_mobilenetv2_config
 TASK = "detection"
 
 
+def add_coco_dataset_config(cfg: CN) -> None:
+    """Add `DATASETS.COCO` to `cfg`, in place: COCO-format detection sets that the entry points register in
+    Detectron2's catalogs before any work (`unikd_det.data.register.register_coco_datasets`), so a config alone names
+    its own data. Entry i of each list describes one set; DATASETS.TRAIN and .TEST then name the sets."""
+    cfg.DATASETS.COCO = CN()
+    # The names the sets are registered under, e.g. ["my_train", "my_val"].
+    cfg.DATASETS.COCO.NAME = []
+    # Each set's COCO instances json (absolute, or relative to the working directory).
+    cfg.DATASETS.COCO.JSON = []
+    # Each set's image folder: the json's `file_name` entries are relative to it.
+    cfg.DATASETS.COCO.IMAGE_ROOT = []
+
+
 def add_distill_config(cfg: CN) -> None:
-    """Add the `DISTILL` node (docs/DESIGN.md section 9) and `MODEL.MOBILENETV2` with their defaults to `cfg`,
-    in place.
+    """Add the `DISTILL` node (docs/DESIGN.md section 9), `MODEL.MOBILENETV2` and `DATASETS.COCO` with their
+    defaults to `cfg`, in place.
 
     Every registered term gets `DISTILL.<NAME>`: an `ENABLED` switch and its options, generated from the term's
     options dataclass with the detection preset (`unikd.terms.options_node`), so terms combine freely (KD +
     UniKD, FitNet + KD, ReviewKD + DKD, ...) and a key the term does not define is Detectron2's unknown-key error.
     """
     add_mobilenetv2_config(cfg)
+    add_coco_dataset_config(cfg)
     _C = cfg
     _C.DISTILL = CN()
     # Architecture the wrapped student is built with (any GeneralizedRCNN subclass).
     _C.DISTILL.STUDENT_META_ARCHITECTURE = "GeneralizedRCNN"
 
     _C.DISTILL.TEACHER = CN()
-    # A Detectron2 config file (absolute, relative to the working directory or to the repository)
-    # or a model-zoo name such as "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml".
+    # A Detectron2 config file (absolute, relative to the working directory or to the repository) or a model-zoo
+    # name: a yacs YAML file such as "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", or a LazyConfig .py file such
+    # as "new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py" (Python, run when loaded: never a URL).
     _C.DISTILL.TEACHER.CONFIG = ""
-    # Trained teacher weights: a local file or a URL (detectron2://, https://). Required.
+    # Trained teacher weights: a local file or a URL (detectron2://, https://), read weights-only. Required.
     _C.DISTILL.TEACHER.WEIGHTS = ""
-    # "KEY VALUE" overrides applied to the teacher config after CONFIG is merged.
+    # Overrides applied to the teacher config after CONFIG is loaded: "KEY VALUE" pairs for a YAML file,
+    # "key=value" strings for a LazyConfig file ("model.roi_heads.num_classes=10").
     _C.DISTILL.TEACHER.OPTS = []
 
     for name, term in registered_terms().items():

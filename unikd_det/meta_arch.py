@@ -27,7 +27,7 @@ from unikd.terms.base import (
 
 from .config import TASK, check_distill_values
 from .roi_tap import ROIHeadTap, StudentRecord
-from .teacher import FrozenTeacher, load_teacher_config, teacher_output_shapes, validate_teacher_config
+from .teacher import FrozenTeacher, TeacherConfig, TeacherLayout, load_teacher_config, validate_teacher_config
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ def box_feature_channels(key: str, in_features: list[str], shapes: dict[str, Sha
     return channels.pop()
 
 
-def term_context(cfg: CfgNode, teacher_cfg: CfgNode, student_shapes: dict[str, ShapeSpec],
-                 teacher_shapes: dict[str, ShapeSpec]) -> TermContext:
+def term_context(cfg: CfgNode, student_shapes: dict[str, ShapeSpec], teacher: TeacherLayout) -> TermContext:
     """What the terms are built from: both backbones' levels, the ROI logit width K + 1 (background = K), the
     box branch's feature channels and delta columns, and the RPN's anchor levels."""
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
@@ -80,12 +79,12 @@ def term_context(cfg: CfgNode, teacher_cfg: CfgNode, student_shapes: dict[str, S
     return TermContext(
         task=TASK,
         student_features=feature_specs(student_shapes),
-        teacher_features=feature_specs(teacher_shapes),
+        teacher_features=feature_specs(teacher.levels),
         num_outputs=num_classes + 1,
         background_class=num_classes,
         region_feature_channels=(
             box_feature_channels(key, cfg.MODEL.ROI_HEADS.IN_FEATURES, student_shapes, "student"),
-            box_feature_channels(key, teacher_cfg.MODEL.ROI_HEADS.IN_FEATURES, teacher_shapes, "teacher"),
+            box_feature_channels(key, teacher.box_in_features, teacher.levels, "teacher"),
         ),
         box_delta_outputs=4 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG else 4 * num_classes,
         anchor_features=list(cfg.MODEL.RPN.IN_FEATURES),
@@ -112,7 +111,7 @@ class DistillRCNN(nn.Module):
     """
 
     @configurable
-    def __init__(self, *, student: GeneralizedRCNN, terms: TermSet, teacher_cfg: CfgNode | None):
+    def __init__(self, *, student: GeneralizedRCNN, terms: TermSet, teacher_cfg: TeacherConfig | None):
         super().__init__()
         self.student = student
         self.distill_terms = terms
@@ -130,9 +129,8 @@ class DistillRCNN(nn.Module):
             logger.warning("No DISTILL term is enabled: DistillRCNN trains the student alone")
             return {"student": student, "terms": TermSet({}), "teacher_cfg": None}
         teacher_cfg = load_teacher_config(cfg)
-        validate_teacher_config(cfg, teacher_cfg)
-        student_shapes: dict[str, ShapeSpec] = student.backbone.output_shape()
-        context = term_context(cfg, teacher_cfg, student_shapes, teacher_output_shapes(teacher_cfg))
+        layout = validate_teacher_config(cfg, teacher_cfg)
+        context = term_context(cfg, student.backbone.output_shape(), layout)
         terms = build_term_set(cfg, names, context)
         if NEEDS_ANCHORS in terms.requirements() and student.proposal_generator is None:
             raise ValueError("a DISTILL term needs the RPN's anchors, but this student has no proposal generator "

@@ -1,6 +1,7 @@
-"""Register the Fashion-MNIST mosaic detection sets in Detectron2's catalogs.
+"""Register detection sets in Detectron2's catalogs: the Fashion-MNIST mosaic sets, and a config's own
+COCO-format sets (``DATASETS.COCO``).
 
-The sets are generated on disk when registration is called (not when the catalog is first read), so
+The mosaic sets are generated on disk when registration is called (not when the catalog is first read), so
 the COCO json exists for ``COCOEvaluator`` before any training or evaluation starts.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
@@ -51,19 +53,20 @@ def _unregister(name: str) -> None:
             catalog.remove(name)
 
 
-def _register_coco(name: str, json_file: Path) -> None:
-    """Register ``json_file`` (file names relative to its folder) under ``name``.
+def register_coco_json(name: str, json_file: str | Path, image_root: str | Path, metadata: dict | None = None) -> None:
+    """Register the COCO instances file ``json_file`` (``file_name`` entries relative to ``image_root``) under
+    ``name`` with Detectron2's ``register_coco_instances``, which reads the class names from the json.
 
     A no-op when ``name`` is already registered with the same files; an entry that points elsewhere is
     removed first, so that calling again with other settings never fails with "already registered".
     """
-    json_str, image_root = str(json_file), str(json_file.parent)
+    json_str, root_str = str(json_file), str(image_root)
     if name in DatasetCatalog.list():
-        metadata = MetadataCatalog.get(name)
-        if metadata.get("json_file") == json_str and metadata.get("image_root") == image_root:
+        registered = MetadataCatalog.get(name)
+        if registered.get("json_file") == json_str and registered.get("image_root") == root_str:
             return
     _unregister(name)
-    register_coco_instances(name, {"thing_classes": list(FASHION_MNIST_CLASSES)}, json_str, image_root)
+    register_coco_instances(name, dict(metadata or {}), json_str, root_str)
 
 
 def _register_student_subset(num_canvases: int) -> None:
@@ -130,7 +133,7 @@ def register_fashion_mosaic(
         json_file = generate_mosaic_dataset(
             images, labels, root / subdir, num_images, canvas_size=canvas_size, seed=split_seed
         )
-        _register_coco(name, json_file)
+        register_coco_json(name, json_file, json_file.parent, {"thing_classes": list(FASHION_MNIST_CLASSES)})
     _register_student_subset(student_canvases)
     return TRAIN_NAME, VAL_NAME, HOLDOUT_NAME
 
@@ -141,3 +144,42 @@ def register_builtin_datasets(dataset_names: Iterable[str], root: str | Path) ->
     tools/analyze_det.py); a registration made by the caller (another root or size) is kept."""
     if any(name in BUILTIN_NAMES and name not in DatasetCatalog.list() for name in dataset_names):
         register_fashion_mosaic(root)
+
+
+def coco_dataset_entries(cfg: CfgNode) -> list[tuple[str, Path, Path]]:
+    """(name, absolute json path, absolute image folder) of each set in ``cfg.DATASETS.COCO``, checked.
+
+    Raises:
+        ValueError: the NAME, JSON and IMAGE_ROOT lists differ in length, a name repeats, is empty or is a
+            built-in mosaic set's.
+        FileNotFoundError: a json file or an image folder does not exist (the key and value are named).
+    """
+    node = cfg.DATASETS.COCO
+    lengths = {key: len(node[key]) for key in ("NAME", "JSON", "IMAGE_ROOT")}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"DATASETS.COCO.NAME, .JSON and .IMAGE_ROOT need one entry per set, got lengths {lengths}")
+    bad_names = [name for name in node.NAME if not name or name in BUILTIN_NAMES or list(node.NAME).count(name) > 1]
+    if bad_names:
+        raise ValueError(f"DATASETS.COCO.NAME {sorted(set(bad_names))}: names must be non-empty, unique and not "
+                         f"a built-in set's ({', '.join(BUILTIN_NAMES)})")
+    entries = []
+    for name, json_file, image_root in zip(node.NAME, node.JSON, node.IMAGE_ROOT):
+        json_path, root_path = Path(json_file).resolve(), Path(image_root).resolve()
+        if not json_path.is_file():
+            raise FileNotFoundError(f"DATASETS.COCO.JSON of {name!r}: no such file {json_file!r} ({json_path})")
+        if not root_path.is_dir():
+            raise FileNotFoundError(
+                f"DATASETS.COCO.IMAGE_ROOT of {name!r}: no such folder {image_root!r} ({root_path})"
+            )
+        entries.append((name, json_path, root_path))
+    return entries
+
+
+def register_coco_datasets(cfg: CfgNode) -> list[str]:
+    """Register every set ``cfg.DATASETS.COCO`` describes (see :func:`coco_dataset_entries`) as a COCO instances
+    set, so DATASETS.TRAIN and .TEST can name it; returns the names. Called by tools/train_net.py before
+    training or evaluation, in every process."""
+    entries = coco_dataset_entries(cfg)
+    for name, json_path, root_path in entries:
+        register_coco_json(name, json_path, root_path)
+    return [name for name, _, _ in entries]
