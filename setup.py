@@ -11,6 +11,9 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
+        "timm==1.0.31",  # timm:<name> models (classification/models/external.py)
+        "safetensors==0.8.0",  # .safetensors weight files
+        "tensorboard==2.21.0",  # TRAIN.TENSORBOARD's event files
         "fvcore",
         "iopath",
         "pycocotools",

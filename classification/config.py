@@ -20,6 +20,7 @@ from unikd.terms import options_node, registered_terms
 
 from .distillers.base import named_distillers
 from .distillers.terms import TASK
+from .models import split_library_name
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ CLS_VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("DATASET.VAL_SIZE", 0.0),
     ValueRule("DATASET.VAL_SEED", 0.0),
     ValueRule("DATASET.NUM_WORKERS", 0.0),
+    ValueRule("DATASET.IMAGE_SIZE", 1.0),
     ValueRule("DATASET.SYNTHETIC.*", 1.0),
     ValueRule("SLKD.NUM_SLT", 1.0),
     ValueRule("UNIKD.NUM_LEVELS", 0.0),
@@ -67,14 +69,18 @@ RESUME_MAY_CHANGE = RUN_ENVIRONMENT_KEYS | {"SOLVER.EPOCHS", "SOLVER.LR"}
 def _base_defaults() -> CN:
     cfg = CN()
     cfg.MODEL = CN()
-    cfg.MODEL.STUDENT = "resnet8x4"
-    # Teacher architecture and checkpoint (a file written by `train` with DISTILLER.NAME vanilla, or a plain
-    # state dict). Unused by the vanilla distiller.
+    cfg.MODEL.STUDENT = "resnet8x4"  # a zoo name, or timm:<name> / torchvision:<name> (models/external.py)
+    # Teacher architecture and checkpoint (a file written by `train` with DISTILLER.NAME vanilla, a plain state
+    # dict, timm's or torchvision's weights, or a .safetensors file). Unused by the vanilla distiller.
     cfg.MODEL.TEACHER = ""
     cfg.MODEL.TEACHER_CHECKPOINT = ""
+    # The student's starting weights, a file as TEACHER_CHECKPOINT ("": its own initialisation).
+    cfg.MODEL.STUDENT_WEIGHTS = ""
+    # timm:/torchvision: students start from their library's pretrained weights (downloaded: needs network).
+    cfg.MODEL.PRETRAINED = False
 
     cfg.DATASET = CN()
-    cfg.DATASET.NAME = "cifar100"  # cifar100 | imagenet | fashion_mnist | synthetic
+    cfg.DATASET.NAME = "cifar100"  # cifar100 | imagenet | image_folder | fashion_mnist | synthetic
     cfg.DATASET.ROOT = "datasets"
     # Train on a class-balanced random subset of this many images (0: the whole training split).
     cfg.DATASET.TRAIN_SUBSET = 0
@@ -84,7 +90,13 @@ def _base_defaults() -> CN:
     # (best_student.pth, summary.json's selected_epoch) on validation top-1, never on the test split.
     cfg.DATASET.VAL_SIZE = 0
     cfg.DATASET.VAL_SEED = 0
-    cfg.DATASET.NUM_WORKERS = 4  # ImageNet loader workers; the in-memory sets need none
+    cfg.DATASET.NUM_WORKERS = 4  # image-folder (imagenet, image_folder) loader workers; the in-memory sets need none
+    # image_folder and imagenet: the side of the square crops the model sees (random-resized crop for training,
+    # resize to 256/224 of it and centre crop for evaluation); up to 64 selects the CIFAR model family, larger
+    # sizes the ImageNet one.
+    cfg.DATASET.IMAGE_SIZE = 224
+    # image_folder and imagenet: skip images PIL cannot read (and log how many) instead of refusing the run.
+    cfg.DATASET.SKIP_BAD_IMAGES = False
     cfg.DATASET.SYNTHETIC = CN()
     cfg.DATASET.SYNTHETIC.NUM_CLASSES = 10
     cfg.DATASET.SYNTHETIC.NUM_TRAIN = 256
@@ -181,6 +193,19 @@ def _merge_file(cfg: CN, path: Path, chain: tuple[Path, ...] = ()) -> None:
         raise KeyError(f"{path}: {err}") from None
 
 
+def check_student_weights(cfg: CN) -> None:
+    """ValueError for MODEL.PRETRAINED on a zoo student (it has no pretrained weights) or together with
+    MODEL.STUDENT_WEIGHTS (two starting points)."""
+    if not cfg.MODEL.PRETRAINED:
+        return
+    if split_library_name(cfg.MODEL.STUDENT) is None:
+        raise ValueError(f"MODEL.PRETRAINED needs a timm:<name> or torchvision:<name> MODEL.STUDENT, not the zoo "
+                         f"model {cfg.MODEL.STUDENT!r}")
+    if cfg.MODEL.STUDENT_WEIGHTS:
+        raise ValueError(f"MODEL.PRETRAINED and MODEL.STUDENT_WEIGHTS {cfg.MODEL.STUDENT_WEIGHTS!r} both set the "
+                         "student's starting weights; set one of them")
+
+
 def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:
     """Defaults merged with `config_file` (if given) and then with `opts` ([KEY, VALUE, ...]); frozen.
 
@@ -199,5 +224,6 @@ def load_cfg(config_file: str | Path | None = None, opts: list[str] | None = Non
         except KeyError as err:
             raise KeyError(f"unknown config key in overrides: {err}") from None
     check_config_values(cfg, CLS_VALUE_RULES + COMMON_VALUE_RULES)
+    check_student_weights(cfg)
     cfg.freeze()
     return cfg

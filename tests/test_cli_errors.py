@@ -146,7 +146,7 @@ def test_debug_raises_the_error_itself(name, tmp_path, kd_config):
 
 
 @pytest.mark.parametrize("override, names", [
-    (["MODEL.STUDENT", "timm:resnet18"], "unknown cifar model 'timm:resnet18'"),
+    (["MODEL.STUDENT", "timm:not_a_model_xyz"], "unknown timm model 'not_a_model_xyz'"),
     (["DATASET.NAME", "no_such_set"], "unknown DATASET.NAME 'no_such_set'"),
 ], ids=["model", "data set"])
 def test_unknown_model_and_data_set_are_user_errors(override, names, kd_config, tmp_path, capsys):

@@ -1,11 +1,14 @@
 """Data sets of the classification package, built from the DATASET config node.
 
 `cifar100`, `fashion_mnist` and `synthetic` are held in memory and use the CIFAR model family (32x32);
-`imagenet` reads the standard folder layout with workers and uses the ImageNet family (224x224).
+`image_folder` reads `DATASET.ROOT/{train,val}/<class>/<image>` with workers, and `imagenet` is the image folder
+`DATASET.ROOT/imagenet` (image_folder.py): crops of DATASET.IMAGE_SIZE, the ImageNet family above 64 pixels.
+An image folder's val/ is the reported ("test") split; the selection split is carved from train/.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -13,7 +16,8 @@ from yacs.config import CfgNode
 
 from unikd.core.splits import balanced_subset, holdout_split
 
-from .imagenet import DeviceLoader, imagenet_datasets, subset
+from .image_folder import DeviceLoader, family_for, image_folder_datasets
+from .imagenet import imagenet_base
 from .memory import InMemoryLoader, random_crop_flip
 from .sources import (
     ImageArrays,
@@ -22,7 +26,8 @@ from .sources import (
     make_synthetic,
 )
 
-DATASETS = ("cifar100", "imagenet", "fashion_mnist", "synthetic")
+FOLDER_DATASETS = ("imagenet", "image_folder")
+DATASETS = ("cifar100", "imagenet", "image_folder", "fashion_mnist", "synthetic")
 
 
 class BatchLoader(Protocol):
@@ -38,7 +43,7 @@ class DataBundle:
     train: BatchLoader
     test: BatchLoader
     num_classes: int
-    family: str  # model family the images fit: "cifar" or "imagenet"
+    family: str  # model family the images fit: "cifar" or "imagenet" (image folders: by DATASET.IMAGE_SIZE)
     train_labels: torch.Tensor  # label of every training image, in the order the loader's indices refer to
     val: BatchLoader | None = None  # the held-out part of the training split (DATASET.VAL_SIZE > 0)
 
@@ -72,35 +77,37 @@ def check_split_sizes(cfg_dataset: CfgNode, labels: torch.Tensor, num_classes: i
                              "class-balanced split needs at least one image per class")
 
 
-def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
-    """Training, test and (DATASET.VAL_SIZE > 0) validation loaders for cfg.DATASET.
+def _folder_data(cfg: CfgNode, device: torch.device) -> DataBundle:
+    """Worker-backed loaders of an image folder (`imagenet` is the one under DATASET.ROOT/imagenet).
 
-    The validation images are held out of the training split (`holdout_split`); the student never trains on
-    them. Split sizes that do not fit the data set, or leave a class without an image, are refused before any
-    training."""
-    name = cfg.DATASET.NAME
-    if name not in DATASETS:
-        raise ValueError(f"unknown DATASET.NAME {name!r}; expected one of {DATASETS}")
+    The held-out validation part of train/ is evaluated with the evaluation transform, like val/ (the test
+    split)."""
     solver, seed, ds = cfg.SOLVER, cfg.TRAIN.SEED, cfg.DATASET
-    if name == "imagenet":
-        train_set, test_set = imagenet_datasets(ds.ROOT)
-        labels = torch.tensor(train_set.targets)
-        check_split_sizes(ds, labels, len(train_set.classes), name)
-        keep, held = holdout_split(labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
+    base = imagenet_base(ds.ROOT) if ds.NAME == "imagenet" else Path(ds.ROOT)
+    train_set, test_set = image_folder_datasets(base, ds.IMAGE_SIZE, ds.SKIP_BAD_IMAGES, ds.NUM_WORKERS)
+    labels = torch.tensor(train_set.targets)
+    check_split_sizes(ds, labels, len(train_set.classes), ds.NAME)
+    keep, held = holdout_split(labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
 
-        def loader(dataset, batch_size: int, train: bool) -> DeviceLoader:
-            return DeviceLoader(dataset, batch_size, train=train, workers=ds.NUM_WORKERS, seed=seed, device=device)
+    def loader(dataset, batch_size: int, train: bool) -> DeviceLoader:
+        return DeviceLoader(dataset, batch_size, train=train, workers=ds.NUM_WORKERS, seed=seed, device=device)
 
-        return DataBundle(
-            loader(subset(train_set, keep), solver.BATCH_SIZE, True),
-            loader(test_set, solver.TEST_BATCH_SIZE, False),
-            len(test_set.classes),
-            "imagenet",
-            labels[keep],
-            loader(subset(train_set, held), solver.TEST_BATCH_SIZE, False) if len(held) else None,
-        )
+    val = loader(train_set.subset(held, test_set.transform), solver.TEST_BATCH_SIZE, False) if len(held) else None
+    return DataBundle(
+        loader(train_set.subset(keep), solver.BATCH_SIZE, True),
+        loader(test_set, solver.TEST_BATCH_SIZE, False),
+        len(train_set.classes),
+        family_for(ds.IMAGE_SIZE),
+        labels[keep],
+        val,
+    )
+
+
+def _memory_data(cfg: CfgNode, device: torch.device) -> DataBundle:
+    """In-memory loaders of cifar100, fashion_mnist or synthetic."""
+    solver, seed, ds = cfg.SOLVER, cfg.TRAIN.SEED, cfg.DATASET
     data = _arrays(cfg)
-    check_split_sizes(ds, data.train_labels, data.num_classes, name)
+    check_split_sizes(ds, data.train_labels, data.num_classes, ds.NAME)
     keep, held = holdout_split(data.train_labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
     common = dict(mean=data.mean, std=data.std, device=device)
     train = InMemoryLoader(
@@ -110,6 +117,18 @@ def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
     val = (InMemoryLoader(data.train_images[held], data.train_labels[held], solver.TEST_BATCH_SIZE, train=False,
                           **common) if len(held) else None)
     return DataBundle(train, test, data.num_classes, "cifar", data.train_labels[keep].long(), val)
+
+
+def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
+    """Training, test and (DATASET.VAL_SIZE > 0) validation loaders for cfg.DATASET.
+
+    The validation images are held out of the training split (`holdout_split`); the student never trains on
+    them. Split sizes that do not fit the data set, or leave a class without an image, are refused before any
+    training."""
+    name = cfg.DATASET.NAME
+    if name not in DATASETS:
+        raise ValueError(f"unknown DATASET.NAME {name!r}; expected one of {DATASETS}")
+    return _folder_data(cfg, device) if name in FOLDER_DATASETS else _memory_data(cfg, device)
 
 
 __all__ = [

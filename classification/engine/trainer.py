@@ -37,6 +37,7 @@ from ..config import RESUME_MAY_CHANGE
 from ..data import DataBundle, build_data
 from ..distillers import Distiller, get_distiller_class
 from ..models import build_model
+from ..models.external import load_safetensors
 from .checkpoint import FORMAT, atomic_save, load_network, read_checkpoint
 from .metrics import AccuracyMeter, write_metrics_csv
 from .optim import build_optimizers, set_base_lr
@@ -56,12 +57,27 @@ RUN_FILES = (LAST, BEST, SUMMARY, METRICS, CONFIG, "tensorboard")
 TEST_KD_TEMPERATURE = 4.0
 
 
+def load_weights(model: nn.Module, path: str | Path, arch: str, num_classes: int) -> nn.Module:
+    """Load the weights file `path` into `model`: a .safetensors file, or anything `load_network` reads."""
+    if Path(path).suffix == ".safetensors":
+        return load_safetensors(model, path, arch)
+    return load_network(model, path, arch, num_classes)
+
+
 def load_named_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | None:
     """The teacher cfg names (MODEL.TEACHER loaded from MODEL.TEACHER_CHECKPOINT), or None when it names none."""
     if not cfg.MODEL.TEACHER or not cfg.MODEL.TEACHER_CHECKPOINT:
         return None
     teacher = build_model(cfg.MODEL.TEACHER, num_classes, family)
-    return load_network(teacher, cfg.MODEL.TEACHER_CHECKPOINT, cfg.MODEL.TEACHER, num_classes)
+    return load_weights(teacher, cfg.MODEL.TEACHER_CHECKPOINT, cfg.MODEL.TEACHER, num_classes)
+
+
+def build_student(cfg: CfgNode, num_classes: int, family: str) -> nn.Module:
+    """MODEL.STUDENT, from its library's pretrained weights (MODEL.PRETRAINED) or MODEL.STUDENT_WEIGHTS if set."""
+    student = build_model(cfg.MODEL.STUDENT, num_classes, family, pretrained=cfg.MODEL.PRETRAINED)
+    if not cfg.MODEL.STUDENT_WEIGHTS:
+        return student
+    return load_weights(student, cfg.MODEL.STUDENT_WEIGHTS, cfg.MODEL.STUDENT, num_classes)
 
 
 def build_teacher(cfg: CfgNode, num_classes: int, family: str) -> nn.Module | None:
@@ -149,7 +165,7 @@ class Trainer:
         seed_everything(cfg.TRAIN.SEED, cfg.TRAIN.DETERMINISTIC)
         self.data = data if data is not None else build_data(cfg, self.device)
         num_classes, family = self.data.num_classes, self.data.family
-        student = build_model(cfg.MODEL.STUDENT, num_classes, family)
+        student = build_student(cfg, num_classes, family)
         distiller_cls = get_distiller_class(cfg.DISTILLER.NAME)
         teacher = build_teacher(cfg, num_classes, family)
         self.distiller: Distiller = distiller_cls.from_config(
