@@ -9,6 +9,10 @@ import pytest
 from pins.make_pins import PINS_FILE, all_losses, compare
 
 PINNED = json.loads(PINS_FILE.read_text())
+# The largest relative difference allowed. The pins were computed on one machine; another CPU picks other float
+# kernels, which move the last digits: on the AMD EPYC of 2026-12-07 the detection MLKD case at iteration 50 differs
+# by 1.05e-6 on the very code that made the pins (e9e4670). A refactoring error moves a loss by far more.
+RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +32,10 @@ def test_every_method_of_both_front_ends_is_pinned():
 def test_losses_equal_the_pinned_values(case, differences):
     result = differences[case]
     assert isinstance(result, float), result
-    assert result <= 1e-6
+    assert result <= RTOL
 
 
 def test_the_comparison_sees_a_changed_value():
     case = next(iter(PINNED))
-    changed = {case: {key: value * (1 + 1e-5) + 1e-9 for key, value in PINNED[case].items()}}
-    assert compare(changed, {case: PINNED[case]})[case] > 1e-6
+    changed = {case: {key: value * (1 + 1e-4) + 1e-9 for key, value in PINNED[case].items()}}
+    assert compare(changed, {case: PINNED[case]})[case] > RTOL
