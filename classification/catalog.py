@@ -22,6 +22,11 @@ Each value names its source beside it. Short names for the official repositories
                CIFAR, / 1e4 on ImageNet); mdistiller configs/imagenet/r50_mv1/ofd.yaml (FEAT_WEIGHT 1e-4)
   UniKD        FabienCode/mdistiller (the UniKD authors' code): mdistiller/distillers/UniLogits.py,
                configs/UniLogits/cifar/<pair>.yaml (DKD alpha, beta, T, warm-up), mdistiller/engine/cfg.py
+  DIST         hunto/image_classification_sota (the DIST_KD code): configs/strategies/distill/dist_cifar.yaml
+               (CIFAR-100) and resnet_dist.yaml (ImageNet), lib/models/losses/kd_loss.py (beta, gamma 1)
+  LS           sunshangquan/logit-standardization-KD (logit standardisation): tools/train.py (--logit-stand,
+               --base-temp, --kd-weight), logs/<METHOD>/<method>,<teacher>,<student>,<T>,<weight>[,<beta>].txt
+               (the per-pair values of each reported run), configs/cifar100/mlkd/<pair>.yaml, cfg.py
 """
 from __future__ import annotations
 
@@ -65,6 +70,10 @@ class DataSetting:
     ofd_weight: float = 1e-3  # OFD CIFAR-100 (loss / 1000); ImageNet 1e-4
     crd_replacement: str = "auto"  # CRD negatives: distinct where possible (CIFAR samplers) | always (ImageNet)
     reviewkd_student_preact: bool = False  # mdistiller: STU_PREACT False on CIFAR, True in its ImageNet configs
+    # DIST: hunto/image_classification_sota configs/strategies/distill/dist_cifar.yaml `kd: dist_t4` (tau 4);
+    # resnet_dist.yaml (ImageNet) `kd: dist` (tau 1); both kd_loss_weight 2, ori_loss_weight 1, beta = gamma = 1
+    dist_temperature: float = 4.0
+    unikd_dkd_alpha: float = 1.0  # UniKD's DKD logit term: the UniKD authors' configs (mdistiller cfg.py default)
     # Short schedules: every distillation term ramps in over warmup_epochs, also those whose official recipe
     # starts at full weight (KD, MLKD, the feature terms). Those recipes lose their first epochs to the
     # unramped start (MLKD's loss has about 10x KD's gradient) and recover over hundreds of epochs; a
@@ -72,6 +81,28 @@ class DataSetting:
     ramp_every_term: bool = False
     teacher_checkpoint: dict[str, str] = field(default_factory=dict)  # arch -> path; default under output/
     pairs: tuple[Pair, ...] = ()
+    extra_methods: tuple[str, ...] = ()  # methods shipped for this data set's pairs only
+
+
+@dataclass(frozen=True)
+class LSRun:
+    """One logit-standardisation run of the LS authors: base temperature, KD weight and the file they come from."""
+
+    temperature: float
+    weight: float
+    source: str
+    dkd_beta: float | None = None  # DKD: the run's beta (the log name's last value); None: the pair's DKD beta
+
+
+@dataclass(frozen=True)
+class LSPair:
+    """The LS values of one CIFAR-100 pair: one run per method and MLKD's solver (with its config file)."""
+
+    kd: LSRun
+    dkd: LSRun
+    mlkd: LSRun
+    mlkd_solver: tuple[tuple[str, float], ...]
+    mlkd_config: str
 
 
 # dkd_beta and lr: mdistiller configs/cifar100/dkd/<pair>.yaml; reviewkd_weight: ReviewKD reviewKD.sh, where
@@ -94,6 +125,55 @@ CIFAR_PAIRS = (
     Pair("res32x4_shv2", "resnet32x4", "ShuffleV2", lr=0.01, reviewkd_weight=8.0, mlkd_solver=(("EPOCHS", 960),)),
 )
 
+# Logit standardisation (LS): tools/train.py sets KD.TEMPERATURE / DKD.T to --base-temp, the KD weight (KD and
+# MLKD: KD.LOSS.KD_WEIGHT) to --kd-weight and DKD's ALPHA and BETA to themselves times --kd-weight; CE stays
+# cfg.py's (KD 0.1, DKD 1.0). The per-pair values are those of the runs the README links (log names
+# <T>,<weight>[,<beta>]); a pair without a reported run gets the script's defaults, base T 2 and weight 9.
+LS_METHODS = ("kd_ls", "dkd_ls", "mlkd_ls")
+LS_DEFAULT = "tools/train.py defaults (README.md reports no run for this pair)"
+LS_480 = (("EPOCHS", 480), ("LR", 0.025))
+LS_480_SMALL_LR = (("EPOCHS", 480), ("LR", 0.01))
+LS_960 = (("EPOCHS", 960), ("LR", 0.01))
+
+
+def _ls(kd: LSRun, dkd: LSRun, mlkd: LSRun, solver: tuple[tuple[str, float], ...], config: str) -> LSPair:
+    return LSPair(kd, dkd, mlkd, solver, f"configs/cifar100/mlkd/{config}.yaml")
+
+
+LS_PAIRS = {
+    "res56_res20": _ls(LSRun(2, 9, "logs/KD/kd,resnet56,resnet20,2,9.txt"),
+                       LSRun(3, 18, "logs/DKD/dkd,resnet56,resnet20,3,18,2.0.txt", 2.0),
+                       LSRun(2, 9, LS_DEFAULT), LS_480, "resnet56_resnet20"),
+    "res110_res32": _ls(LSRun(2, 9, "logs/KD/kd,resnet110,resnet32,2,9.txt"),
+                        LSRun(2, 15, "logs/DKD/dkd,resnet110,resnet32,2,15,2.0.txt", 2.0),
+                        LSRun(2, 9, "logs/MLKD/mlkd,res110,res32,2,9.txt"), LS_480, "resnet110_resnet32"),
+    "res32x4_res8x4": _ls(LSRun(2, 9, "logs/KD/kd,resnet32x4,resnet8x4,2,9.txt"),
+                          LSRun(2, 9, "logs/DKD/dkd,resnet32x4,resnet8x4,2,9.txt"),
+                          LSRun(2, 9, "logs/MLKD/mlkd,resnet32x4,resnet8x4,2,9.txt"), LS_480, "resnet32x4_resnet8x4"),
+    "wrn40_2_wrn16_2": _ls(LSRun(2, 9, "logs/KD/kd,wrn_40_2,wrn_16_2,2,9.txt"),
+                           LSRun(2, 12, "logs/DKD/dkd,wrn_40_2,wrn_16_2,2,12,2.0.txt", 2.0),
+                           LSRun(2, 9, "logs/MLKD/mlkd,wrn_40_2,wrn_16_2,2,9.txt"), LS_480, "wrn_40_2_wrn_16_2"),
+    "wrn40_2_wrn40_1": _ls(LSRun(2, 9, "logs/KD/kd,wrn_40_2,wrn_40_1,2,9.txt"),
+                           LSRun(2, 12, "logs/DKD/dkd,wrn_40_2,wrn_40_1,2,12,2.0.txt", 2.0),
+                           LSRun(2, 9, "logs/MLKD/mlkd,wrn_40_2,wrn_40_1,2,9.txt"), LS_480, "wrn_40_2_wrn_40_1"),
+    "vgg13_vgg8": _ls(LSRun(3, 9, "logs/KD/kd,vgg13,vgg8,3,9.txt"),
+                      LSRun(2, 15, "logs/DKD/dkd,vgg13,vgg8,2,15,2.0.txt", 2.0),
+                      LSRun(2, 6, "logs/MLKD/mlkd,vgg13,vgg8,2,6.txt"), LS_480_SMALL_LR, "vgg13_vgg8"),
+    "res32x4_shv1": _ls(LSRun(2, 9, LS_DEFAULT), LSRun(2, 9, LS_DEFAULT), LSRun(2, 9, LS_DEFAULT), LS_960,
+                        "resnet32x4_ShuffleV1"),
+    "wrn40_2_shv1": _ls(LSRun(2, 9, LS_DEFAULT), LSRun(2, 9, LS_DEFAULT), LSRun(2, 9, LS_DEFAULT), LS_480_SMALL_LR,
+                        "wrn_40_2_ShuffleV1"),
+    "vgg13_mv2": _ls(LSRun(3, 9, "logs/KD/kd,vgg13,MobileNetV2,3,9.txt"),
+                     LSRun(3, 9, "logs/DKD/dkd,vgg13,MobileNetV2,3,9,2.0.txt", 2.0),
+                     LSRun(2, 6, "logs/MLKD/mlkd,vgg13,MobileNetV2,2,6.txt"), LS_480_SMALL_LR, "vgg13_MobileNetV2"),
+    "res50_mv2": _ls(LSRun(3, 1, "logs/KD/kd,ResNet50,MobileNetV2,3,1.txt"),
+                     LSRun(2, 15, "logs/DKD/dkd,ResNet50,MobileNetV2,2,15,2.0.txt", 2.0),
+                     LSRun(2, 9, "logs/MLKD/mlkd,res50,mv2,2,9.txt"), LS_480_SMALL_LR, "ResNet50_MobileNetV2"),
+    "res32x4_shv2": _ls(LSRun(2, 9, "logs/KD/kd,resnet32x4,ShuffleV2,2,9.txt"),
+                        LSRun(2, 9, "logs/DKD/dkd,resnet32x4,ShuffleV2,2,9.txt"),
+                        LSRun(2, 6, "logs/MLKD/mlkd,resnet32x4,ShuffleV2,2,6.txt"), LS_960, "resnet32x4_ShuffleV2"),
+}
+
 # dkd_beta: mdistiller configs/imagenet/<pair>/dkd.yaml; reviewkd_weight: mdistiller
 # configs/imagenet/<pair>/reviewkd.yaml; mlkd_solver: MLKD configs/imagenet/r34_r18/kd_ours.yaml (LR 0.1 at
 # batch 512; MLKD has no R50 -> MobileNetV1 config, and its R50 -> MobileNetV2 one keeps LR 0.2).
@@ -104,12 +184,14 @@ IMAGENET_PAIRS = (
 
 # CIFAR-100: warm-up 20 (mdistiller cfg.py DKD.WARMUP, REVIEWKD.WARMUP_EPOCHS), KD T 4, CE 0.1, KD 0.9 and DKD
 # alpha 1 (mdistiller cfg.py). ImageNet: warm-up 1, T 1, CE 0.5, KD 0.5 (mdistiller configs/imagenet/r34_r18/
-# {kd,dkd,reviewkd}.yaml), DKD alpha 1 (not set there: cfg.py's default), NKD T 1 gamma 1.5, OFD 1e-4, CRD
+# {kd,dkd,reviewkd}.yaml), DKD alpha 0.5 (not set there, so cfg.py's 1 would apply, but the DKD authors confirmed
+# that the reported ImageNet results use 0.5: megvii-research/mdistiller#32), NKD T 1 gamma 1.5, OFD 1e-4, CRD
 # negatives with replacement (mdistiller/dataset/imagenet.py), ReviewKD on the student's pre-activations.
 SETTINGS = (
-    DataSetting("cifar100", "Base-CIFAR100.yaml", 20.0, 4.0, 0.1, 0.9, 1.0, "dkd", pairs=CIFAR_PAIRS),
+    DataSetting("cifar100", "Base-CIFAR100.yaml", 20.0, 4.0, 0.1, 0.9, 1.0, "dkd", pairs=CIFAR_PAIRS,
+                extra_methods=LS_METHODS),
     DataSetting(
-        "imagenet", "Base-ImageNet.yaml", 1.0, 1.0, 0.5, 0.5, 1.0, "dkd", 1.0, 1.5, 1e-4, "always", True,
+        "imagenet", "Base-ImageNet.yaml", 1.0, 1.0, 0.5, 0.5, 0.5, "dkd", 1.0, 1.5, 1e-4, "always", True, 1.0,
         teacher_checkpoint={
             "ResNet34": "pretrained/resnet34-b627a593.pth",
             "ResNet50": "pretrained/resnet50-0676ba61.pth",
@@ -123,7 +205,7 @@ SETTINGS = (
 
 METHODS = (
     "vanilla", "kd", "dkd", "fitnet", "at", "sp", "rkd", "ofd", "crd", "reviewkd", "nkd", "nkd_star", "mlkd",
-    "kd_fitnet", "kd_crd", "dkd_reviewkd", "mlkd_reviewkd", "unikd", "slkd",
+    "kd_fitnet", "kd_crd", "dkd_reviewkd", "mlkd_reviewkd", "unikd", "slkd", "dist",
 )
 
 
@@ -142,6 +224,49 @@ def _logit_nodes(setting: DataSetting, pair: Pair) -> dict[str, dict[str, Any]]:
     }
 
 
+def _ls_nodes(setting: DataSetting, pair: Pair) -> dict[str, dict[str, Any]]:
+    """The KD, DKD and MLKD nodes of the pair's LS configs (see LS_PAIRS), standardisation switched on."""
+    ls = LS_PAIRS[pair.name]
+    logit = _logit_nodes(setting, pair)
+    beta = ls.dkd.dkd_beta if ls.dkd.dkd_beta is not None else pair.dkd_beta
+    on = {"LOGIT_STANDARDIZE": True}
+    return {
+        "KD": {**logit["KD"], "TEMPERATURE": float(ls.kd.temperature), "WEIGHT": float(ls.kd.weight), **on},
+        "DKD": {**logit["DKD"], "ALPHA": setting.dkd_alpha * ls.dkd.weight, "BETA": beta * ls.dkd.weight,
+                "TEMPERATURE": float(ls.dkd.temperature), **on},
+        "MLKD": {**logit["MLKD"], "WEIGHT": float(ls.mlkd.weight),
+                 "TEMPERATURES": [float(ls.mlkd.temperature), *logit["MLKD"]["TEMPERATURES"][1:]], **on},
+    }
+
+
+LS_CE_SOURCES = {
+    "kd": "KD.CE_WEIGHT 0.1: LS mdistiller/engine/cfg.py (KD.LOSS.CE_WEIGHT)",
+    "dkd": "DKD CE weight 1 and WARMUP 20: LS mdistiller/engine/cfg.py (DKD.CE_WEIGHT, DKD.WARMUP)",
+    "mlkd": "MLKD.CE_WEIGHT 0.1: LS mdistiller/engine/cfg.py (KD.LOSS.CE_WEIGHT); the other temperatures "
+            "3, 5, 2, 6: LS mdistiller/distillers/MLKD.py",
+}
+
+
+def ls_sources(pair: Pair, method: str) -> list[str]:
+    """The header lines naming the source file of each value of an LS config (none for other methods)."""
+    if method not in LS_METHODS:
+        return []
+    base = method.removesuffix("_ls")
+    ls = LS_PAIRS[pair.name]
+    run = getattr(ls, base)
+    node = base.upper()
+    key = "TEMPERATURES[0]" if base == "mlkd" else "TEMPERATURE"
+    lines = [f"{node}.LOGIT_STANDARDIZE: LS = sunshangquan/logit-standardization-KD, tools/train.py --logit-stand",
+             f"{node}.{key} {run.temperature:g} (--base-temp), weight {run.weight:g} (--kd-weight): LS {run.source}"]
+    if base == "dkd":
+        beta = f"the log name's beta {run.dkd_beta:g}" if run.dkd_beta is not None else "the pair's DKD beta"
+        lines.append(f"DKD.ALPHA = 1 x weight, DKD.BETA = {beta} x weight: LS tools/train.py")
+    if base == "mlkd":
+        lines.append(f"SOLVER EPOCHS and LR: LS {ls.mlkd_config}")
+    lines.extend(textwrap.wrap(LS_CE_SOURCES[base], 108))
+    return lines
+
+
 def _hybrid(terms: list[str], ce_weight: float = 1.0) -> dict[str, Any]:
     return {"DISTILLER": {"NAME": "hybrid"}, "HYBRID": {"TERMS": terms, "CE_WEIGHT": ce_weight}}
 
@@ -149,15 +274,24 @@ def _hybrid(terms: list[str], ce_weight: float = 1.0) -> dict[str, Any]:
 def _unikd_node(setting: DataSetting, pair: Pair, logit_loss: str) -> dict[str, Any]:
     node = {"LOGIT_LOSS": logit_loss, "TEMPERATURE": setting.temperature, "WARMUP": setting.warmup_epochs}
     if logit_loss == "dkd":
-        node.update({"DKD_ALPHA": setting.dkd_alpha, "DKD_BETA": pair.dkd_beta})
+        node.update({"DKD_ALPHA": setting.unikd_dkd_alpha, "DKD_BETA": pair.dkd_beta})
     return node
+
+
+def _dkd_text(dkd: dict[str, Any]) -> str:
+    """The header text of a DKD node."""
+    return (f"DKD alpha {dkd['ALPHA']:g}, beta {dkd['BETA']:g}, T {dkd['TEMPERATURE']:g}, "
+            f"{dkd['WARMUP']:g}-epoch warm-up")
 
 
 def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, dict[str, Any]]:
     """(header comment, config content) of `method` on `pair`, without MODEL / _BASE_ / OUTPUT_DIR."""
     logit = _logit_nodes(setting, pair)
+    if method in LS_METHODS:
+        logit.update(_ls_nodes(setting, pair))
     kd, dkd, rev = logit["KD"], logit["DKD"], logit["REVIEWKD"]
-    dkd_text = f"DKD alpha {dkd['ALPHA']:g}, beta {dkd['BETA']:g}, T {dkd['TEMPERATURE']:g}, {dkd['WARMUP']:g}-epoch warm-up"
+    dkd_text = _dkd_text(dkd)
+    unikd_dkd_text = _dkd_text({**dkd, "ALPHA": setting.unikd_dkd_alpha})
     kd_text = f"KD T {kd['TEMPERATURE']:g}, CE {kd['CE_WEIGHT']:g}, KD {kd['WEIGHT']:g}"
     rev_text = f"ReviewKD weight {rev['WEIGHT']:g}, {rev['WARMUP']:g}-epoch warm-up"
     mlkd = logit["MLKD"]
@@ -180,7 +314,15 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
         "reviewkd": (rev_text, {"REVIEWKD": rev}),
         "nkd": (f"NKD: T {setting.nkd_temperature:g}, gamma {setting.nkd_gamma:g}", {"NKD": logit["NKD"]}),
         "mlkd": (mlkd_text, {"MLKD": mlkd}),
+        "dist": (f"DIST: inter- and intra-class Pearson correlation at tau {setting.dist_temperature:g}, beta 1, "
+                 "gamma 1, weight 2, CE 1",
+                 {"DIST": {"TEMPERATURE": setting.dist_temperature, "BETA": 1.0, "GAMMA": 1.0, "WEIGHT": 2.0,
+                           "CE_WEIGHT": 1.0}}),
     }
+    if method in LS_METHODS:
+        base = method.removesuffix("_ls")
+        text, nodes = single[base]
+        return f"{text}, logit standardisation on", {"DISTILLER": {"NAME": base}, **nodes}
     if method in single:
         text, nodes = single[method]
         return text, {"DISTILLER": {"NAME": method}, **nodes}
@@ -204,16 +346,16 @@ def method_config(setting: DataSetting, pair: Pair, method: str) -> tuple[str, d
         text, terms, ce, nodes = hybrids[method]
         return text, {**_hybrid(terms, ce), **nodes}
     if method == "unikd":
-        logit_text = dkd_text if setting.unikd_logit_loss == "dkd" else f"KD, T {setting.temperature:g}"
+        logit_text = unikd_dkd_text if setting.unikd_logit_loss == "dkd" else f"KD, T {setting.temperature:g}"
         return (f"UniKD, paper mode: AFF (C 32) over the last two stages, Gaussian KL (alpha 1), teacher fit, "
                 f"and {logit_text} as the logit term",
                 {"DISTILLER": {"NAME": "unikd"}, "UNIKD": _unikd_node(setting, pair, setting.unikd_logit_loss)})
     if method == "unikd_authors":
         return ("UniKD as the authors' public code computes it (docs/DESIGN.md section 5): separate FDPs, the teacher's "
-                f"stage-1 pre-activation map, sampled logits at tau' 1, the supplementary term, and {dkd_text}",
+                f"stage-1 pre-activation map, sampled logits at tau' 1, the supplementary term, and {unikd_dkd_text}",
                 {"DISTILLER": {"NAME": "unikd"},
                  "UNIKD": {"MODE": "authors_code", "TEMPERATURE": setting.temperature,
-                           "DKD_ALPHA": setting.dkd_alpha, "DKD_BETA": pair.dkd_beta, "SAMPLE_TEMPERATURE": 1.0,
+                           "DKD_ALPHA": setting.unikd_dkd_alpha, "DKD_BETA": pair.dkd_beta, "SAMPLE_TEMPERATURE": 1.0,
                            "SUPP_WEIGHT": 1.0, "WARMUP": setting.warmup_epochs}})
     if method == "slkd":
         return (f"SLKD: two {pair.teacher} SL-Ts trained alongside, {kd_text}, fused 0.5/0.5, not detached",
@@ -246,11 +388,13 @@ def render(setting: DataSetting, pair: Pair, method: str) -> str:
     solver = {"LR": pair.lr} if pair.lr is not None else {}
     if method == "mlkd":
         solver.update(pair.mlkd_solver)
+    if method == "mlkd_ls":
+        solver.update(LS_PAIRS[pair.name].mlkd_solver)
     if solver:
         full["SOLVER"] = solver
     full.update(content)
     full["OUTPUT_DIR"] = f"output/{setting.name}/{pair.name}/{method}"
-    lines = textwrap.wrap(f"{pair.teacher} -> {pair.student}: {text}.", 108)
+    lines = textwrap.wrap(f"{pair.teacher} -> {pair.student}: {text}.", 108) + ls_sources(pair, method)
     lines.append("Generated by `python -m classification.catalog`; edit the table there.")
     header = "".join(f"# {line}\n" for line in lines)
     return header + yaml.safe_dump(full, sort_keys=False, default_flow_style=None, width=110)
@@ -261,7 +405,7 @@ def all_configs() -> dict[Path, str]:
     files = {}
     for setting in SETTINGS:
         for pair in setting.pairs:
-            for method in METHODS + pair.extra_methods:
+            for method in METHODS + setting.extra_methods + pair.extra_methods:
                 files[Path(setting.name) / pair.name / f"{method}.yaml"] = render(setting, pair, method)
     return files
 

@@ -29,7 +29,8 @@ CHEAP_STEP = [
 def test_runnable_configs_cover_every_pair_and_method():
     names = {p.stem for p in RUNNABLE_CONFIGS}
     for pair in ("R18-R101", "R50-R101", "MV2-R50"):
-        for method in ("Student", "KD", "DKD", "FitNet", "FGFI", "ReviewKD", "ReviewKD-DKD", "FitNet-KD", "MLKD", "UniKD"):
+        for method in ("Student", "KD", "DKD", "FitNet", "FGFI", "ReviewKD", "ReviewKD-DKD", "FitNet-KD", "MLKD",
+                       "UniKD", "PKD", "CWD", "FGD"):
             assert f"{method}-{pair}" in names
 
 

@@ -4,21 +4,22 @@ UniKD: AdaptiveFeatureFusion (paper Eq. 4), FeatureDistributionPredictor, gaussi
 gaussian_nll (teacher fit), kd_loss (Eq. 1), dkd_loss (decoupled KD) and UniKDLoss (its options: unikd.terms.unikd).
 Feature-KD baselines: FitNet hints (hint), attention transfer (attention), SP and RKD (relational),
 OFD (ofd) and ReviewKD fusion + HCL (review).
-Logit / representation baselines: NKD (nkd), multi-level logit KD (mlkd) and CRD with its memory bank (crd).
+Logit / representation baselines: DIST (dist), NKD (nkd), multi-level logit KD (mlkd) and CRD with its memory
+bank (crd).
 """
 from .aff import AdaptiveFeatureFusion
 from .attention import at_loss, attention_map
 from .crd import CRDLoss, ContrastMemory, ContrastSampler, Embed, nce_loss, sample_contrast_indices
+from .dist import dist_loss, pearson_rows
 from .fdp import FeatureDistributionPredictor
 from .gaussian import gaussian_kl, gaussian_nll
 from .hint import HintRegressor, hint_loss
-from .logit_kd import dkd_loss, kd_loss
+from .logit_kd import dkd_loss, kd_loss, per_sample_kd, standardize_logits
 from .mlkd import (
     batch_correlation_loss,
     class_confidence_mask,
     class_correlation_loss,
     mlkd_loss,
-    per_sample_kd,
     sample_confidence_mask,
 )
 from .nkd import nkd_loss
@@ -44,6 +45,7 @@ __all__ = [
     "batch_correlation_loss",
     "class_confidence_mask",
     "class_correlation_loss",
+    "dist_loss",
     "dkd_loss",
     "gaussian_kl",
     "gaussian_negative_margin",
@@ -56,6 +58,7 @@ __all__ = [
     "nkd_loss",
     "ofd_loss",
     "ofd_margin_from_features",
+    "pearson_rows",
     "per_sample_kd",
     "rkd_angle_loss",
     "rkd_distance_loss",
@@ -63,4 +66,5 @@ __all__ = [
     "sample_confidence_mask",
     "sample_contrast_indices",
     "sp_loss",
+    "standardize_logits",
 ]

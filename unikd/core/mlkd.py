@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_choice
-from .logit_kd import _check_logits, _kl_per_sample
+from .logit_kd import _check_logits, per_sample_kd
 
 OFFICIAL_TEMPERATURES = (4.0, 3.0, 5.0, 2.0, 6.0)
 OFFICIAL_STRONG_KD_VIEWS = ("strong", "strong", "strong", "weak", "weak")
@@ -46,14 +46,6 @@ _VIEWS = ("weak", "strong")
 
 def _probs(logits: Tensor, temperature: float) -> Tensor:
     return F.softmax(logits.float() / temperature, dim=1)
-
-
-def per_sample_kd(logits_s: Tensor, logits_t: Tensor, temperature: float) -> Tensor:
-    """tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau)) of every row, [N] (instance-level term)."""
-    _check_logits(logits_s, logits_t, temperature)
-    log_p_s = F.log_softmax(logits_s.float() / temperature, dim=1)
-    log_p_t = F.log_softmax(logits_t.float() / temperature, dim=1)
-    return _kl_per_sample(log_p_t, log_p_s) * temperature**2
 
 
 def class_correlation_loss(logits_s: Tensor, logits_t: Tensor, temperature: float) -> Tensor:
@@ -130,8 +122,13 @@ def mlkd_loss(
     temperatures: Sequence[float] = OFFICIAL_TEMPERATURES,
     strong_kd_views: Sequence[str] = OFFICIAL_STRONG_KD_VIEWS,
     weight: float = 0.9,
+    standardize: bool = False,
 ) -> dict[str, Tensor]:
     """The MLKD distillation terms {"loss_kd", "loss_cc", "loss_bc"} (see the module docstring).
+
+    `standardize` z-scores the logits of the instance-level KD terms only (`standardize_logits`): the
+    logit-standardisation code (sunshangquan/logit-standardization-KD, mdistiller/distillers/MLKD.py) passes
+    its switch to kd_loss and not to cc_loss, bc_loss or the confidence masks.
 
     `strong_kd_views[k]` names the view ("weak" or "strong") whose logits enter the unmasked
     instance-level term at `temperatures[k]`; pass ("strong",) * len(temperatures) for a pure
@@ -146,7 +143,8 @@ def mlkd_loss(
     sample_fraction = sample_confidence_mask(logits_t_weak).float().mean()
     class_fraction = class_confidence_mask(logits_t_weak).float().mean()
     loss_kd = sum(
-        per_sample_kd(*weak, tau).mean() * sample_fraction + per_sample_kd(*views[view], tau).mean()
+        per_sample_kd(*weak, tau, standardize).mean() * sample_fraction
+        + per_sample_kd(*views[view], tau, standardize).mean()
         for tau, view in zip(temperatures, strong_kd_views)
     )
     loss_cc = sum(class_correlation_loss(*weak, tau) for tau in temperatures) * class_fraction

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .logit_kd import _check_logits, _check_target, _non_target
+from .logit_kd import _check_logits, _check_target, _non_target, prepare_logits
 
 
 def nkd_loss(
@@ -25,19 +25,20 @@ def nkd_loss(
     target: Tensor,
     temperature: float = 1.0,
     gamma: float = 1.5,
+    standardize: bool = False,
 ) -> Tensor:
     """L_NKD (see the module docstring) for [N, C] logits and integer targets [N]; a scalar.
 
     The teacher only supplies targets, so its logits are detached (the official code detaches the
-    target-class weight and runs the teacher without gradients).
+    target-class weight and runs the teacher without gradients). With `standardize`, both logits are
+    z-scored per sample over all C classes first (`standardize_logits`), before both parts.
     """
     _check_logits(logits_s, logits_t, temperature)
     _check_target(target, *logits_s.shape, method="NKD")
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     target = target.long()
-    z_s = logits_s.float()
-    z_t = logits_t.detach().float()
+    z_s, z_t = prepare_logits(logits_s, logits_t.detach(), standardize)
 
     log_p_s_target = F.log_softmax(z_s, dim=1).gather(1, target[:, None]).squeeze(1)
     p_t_target = F.softmax(z_t, dim=1).gather(1, target[:, None]).squeeze(1)

@@ -143,16 +143,19 @@ class UniKDLoss(nn.Module):
         }
 
     def logit_terms(self, logits_s: Tensor, logits_t: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        """{"loss_logit": beta * KD or DKD}; empty when logit_loss is "none". DKD needs `target` ([N] labels)."""
+        """{"loss_logit": beta * KD or DKD}; empty when logit_loss is "none". DKD needs `target` ([N] labels).
+
+        `logit_standardize` z-scores both logits per sample first (`standardize_logits`)."""
         opts = self.options
         logits_t = logits_t.detach()
         if self.logit_loss == "none":
             return {}
         if self.logit_loss == "kd":
-            return {"loss_logit": opts.beta * kd_loss(logits_s, logits_t, opts.temperature)}
+            return {"loss_logit": opts.beta * kd_loss(logits_s, logits_t, opts.temperature, opts.logit_standardize)}
         if target is None:
             raise ValueError("the DKD logit loss needs `target` (ground-truth class of every row)")
-        loss = dkd_loss(logits_s, logits_t, target, opts.dkd_alpha, opts.dkd_beta, opts.temperature)
+        loss = dkd_loss(logits_s, logits_t, target, opts.dkd_alpha, opts.dkd_beta, opts.temperature,
+                        opts.logit_standardize)
         return {"loss_logit": opts.beta * loss}
 
     def forward(
@@ -262,5 +265,6 @@ class DetectionAuthorsUniKD(nn.Module):
             reg_target = deltas_t if self.reg_target == "teacher" else deltas_s
             feat = feat + kd_loss(s_reg, t_reg, tau)
             supp = supp + kd_loss(s_reg, reg_target, tau) + kd_loss(t_reg, deltas_t, tau)
-        logit = dkd_loss(logits_s, logits_t, target, opts.dkd_alpha, opts.dkd_beta, opts.temperature)
+        logit = dkd_loss(logits_s, logits_t, target, opts.dkd_alpha, opts.dkd_beta, opts.temperature,
+                         opts.logit_standardize)
         return {"loss_feat": opts.alpha * feat, "loss_supp": opts.supp_weight * supp, "loss_logit": opts.beta * logit}

@@ -38,4 +38,4 @@ class DKDTerm(LogitTerm):
 
     def loss(self, logits_s: Tensor, logits_t: Tensor, target: Tensor | None) -> Tensor:
         opts = self.options
-        return dkd_loss(logits_s, logits_t, target, opts.alpha, opts.beta, opts.temperature)
+        return dkd_loss(logits_s, logits_t, target, opts.alpha, opts.beta, opts.temperature, opts.logit_standardize)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
-from .base import FeatureSpec
+from .base import Batch, FeatureSpec, Term, TermContext, TermOptions
 
 T = TypeVar("T")
 
@@ -64,3 +64,30 @@ def level_adapters(pairs: list[tuple[FeatureSpec, FeatureSpec]], kernel_size: in
     return nn.ModuleDict({
         s.name: nn.Conv2d(s.channels, t.channels, kernel_size, padding=kernel_size // 2) for s, t in pairs
     })
+
+
+def channel_aligners(pairs: list[tuple[FeatureSpec, FeatureSpec]]) -> nn.ModuleDict:
+    """A 1x1 conv per pair whose channel counts differ (yzd-v/FGD, mmdet/distillation/losses/fgd.py: `align`,
+    built only when student_channels != teacher_channels), keyed by the student's feature name."""
+    return level_adapters([(s, t) for s, t in pairs if s.channels != t.channels], kernel_size=1)
+
+
+class AlignedMapsTerm(Term):
+    """Base of the terms that compare each tapped student map with its teacher map directly (PKD, CWD, FGD): the
+    options' `in_features` choose the pairs, and a student map whose channel count differs from the teacher's
+    passes through a 1x1 conv first (`channel_aligners`)."""
+
+    def __init__(self, options: TermOptions, context: TermContext) -> None:
+        super().__init__(options, context)
+        pairs = tapped_pairs(f"{self.name.upper()}.IN_FEATURES", context.student_features,
+                             context.teacher_features, options.in_features)
+        self.pairs = [(s.name, t.name) for s, t in pairs]
+        self.aligners = channel_aligners(pairs)
+
+    def map_pairs(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
+        """(aligned student map, teacher map) per tapped pair, finest first."""
+        maps = []
+        for s, t in self.pairs:
+            student = batch.feature("student", s)
+            maps.append((self.aligners[s](student) if s in self.aligners else student, batch.feature("teacher", t)))
+        return maps

@@ -19,7 +19,15 @@ BACKGROUND_MODES = ("all", "fg")
 
 
 @dataclass
-class LogitTermOptions(TermOptions):
+class StandardizeOptions(TermOptions):
+    """The logit-standardisation switch every term on the logits has (Sun et al., CVPR 2024;
+    sunshangquan/logit-standardization-KD, cfg.EXPERIMENT.LOGIT_STAND, default off as there)."""
+
+    logit_standardize: bool = option(False, "z-score both networks' logits per sample before the temperature softmax")
+
+
+@dataclass
+class LogitTermOptions(StandardizeOptions):
     """Options of the terms on the logits of the samples (images or ROIs)."""
 
     weight: float = option(1.0, "weight of the loss")
@@ -85,4 +93,4 @@ class KDTerm(LogitTerm):
         return frozenset({"kd"})
 
     def loss(self, logits_s: Tensor, logits_t: Tensor, target: Tensor | None) -> Tensor:
-        return kd_loss(logits_s, logits_t, self.options.temperature)
+        return kd_loss(logits_s, logits_t, self.options.temperature, self.options.logit_standardize)

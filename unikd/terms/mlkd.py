@@ -22,13 +22,12 @@ from torch import Tensor
 from ..core.mlkd import (
     OFFICIAL_STRONG_KD_VIEWS, OFFICIAL_TEMPERATURES, check_temperatures, mlkd_loss, sample_confidence_mask,
 )
-from .base import (
-    NEEDS_LOGITS, NEEDS_SECOND_VIEW, NEEDS_TARGETS, Batch, Term, TermContext, TermOptions, option, register_term,
-)
+from .base import NEEDS_LOGITS, NEEDS_SECOND_VIEW, NEEDS_TARGETS, Batch, Term, TermContext, option, register_term
+from .kd import StandardizeOptions
 
 
 @dataclass
-class MLKDOptions(TermOptions):
+class MLKDOptions(StandardizeOptions):
     PRESETS = {"detection": {"second_view": False}}
 
     ce_weight: float = option(0.1, "classification: cross-entropy weight of each view when MLKD is the method")
@@ -78,7 +77,8 @@ class MLKDTerm(Term):
             views = tuple(opts.strong_kd_views)
         else:  # one view: both are the same logits, so which one an instance term reads does not matter
             strong_s, strong_t, views = weak_s, weak_t, ("weak",) * len(self.temperatures)
-        losses = mlkd_loss(weak_s, strong_s, weak_t, strong_t, self.temperatures, views, opts.weight)
+        losses = mlkd_loss(weak_s, strong_s, weak_t, strong_t, self.temperatures, views, opts.weight,
+                           opts.logit_standardize)
         if opts.second_view:
             losses["loss_ce_strong"] = batch.ce_weight * F.cross_entropy(strong_s.float(), batch.targets)
         elif not opts.strong_view_kd:

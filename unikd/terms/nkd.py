@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..core.nkd import nkd_loss
-from .base import NEEDS_LOGITS, NEEDS_TARGETS, Batch, Term, TermOptions, option, register_term
+from .base import NEEDS_LOGITS, NEEDS_TARGETS, Batch, Term, option, register_term
+from .kd import StandardizeOptions
 
 
 @dataclass
-class NKDOptions(TermOptions):
+class NKDOptions(StandardizeOptions):
     weight: float = option(1.0, "weight of the NKD loss")
     temperature: float = option(1.0, "temperature of the non-target part")
     gamma: float = option(1.5, "weight gamma of the non-target part")
@@ -28,5 +29,6 @@ class NKDTerm(Term):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         opts = self.options
-        loss = nkd_loss(batch.student_logits, batch.teacher_logits, batch.targets, opts.temperature, opts.gamma)
+        loss = nkd_loss(batch.student_logits, batch.teacher_logits, batch.targets, opts.temperature, opts.gamma,
+                        opts.logit_standardize)
         return {"loss_nkd": opts.weight * loss}

@@ -29,11 +29,12 @@ from ..core.aff import NORMS
 from ..core.checks import check_choice
 from ..core.unikd import REG_TARGETS, DetectionAuthorsUniKD, UniKDLoss
 from .base import (
-    NEEDS_FEATURES, NEEDS_LOGITS, NEEDS_REGION_OUTPUTS, NEEDS_TARGETS, Batch, Term, TermContext, TermOptions,
-    option, register_term,
+    NEEDS_FEATURES, NEEDS_LOGITS, NEEDS_REGION_OUTPUTS, NEEDS_TARGETS, Batch, Term, TermContext, option,
+    register_term,
 )
 from .features import select_features
 from .fitnet import FPN_LEVELS
+from .kd import StandardizeOptions
 
 MODES = ("paper", "authors_code")
 LOGIT_LOSSES = ("kd", "dkd", "none")
@@ -56,7 +57,7 @@ class AuthorsCodeOptions:
 
 
 @dataclass
-class UniKDOptions(TermOptions):
+class UniKDOptions(StandardizeOptions):
     """UniKD's switches and weights (module docstring); validated on construction.
 
     The fit's gradient w.r.t. the mean scales with K / var, so with k_reduction "sum" and fit_weight 1 plain
