@@ -13,7 +13,7 @@ from unikd.terms import (
     options_from_node, options_node, register_term, registered_terms, schedule_factor,
 )
 from unikd.terms.base import NEEDS_INDICES, NEEDS_LOGITS
-from unikd.terms.features import pair_from_deepest, select_features
+from unikd.terms.features import pair_from_deepest, select_features, tapped_pairs
 
 
 def leaves(value, prefix=""):
@@ -126,6 +126,16 @@ def test_features_are_selected_by_name_or_pattern_and_paired_from_the_deepest():
     with pytest.raises(ValueError, match="fewer"):
         select_features("K", student, ["stage3"], "student", 2)
     assert pair_from_deepest([1, 2, 3], ["a", "b", "c", "d"]) == [(1, "b"), (2, "c"), (3, "d")]
+
+
+def test_the_pairs_a_term_taps_are_logged(caplog):
+    student = spec_list(("stage1", 16, 1), ("stage2", 32, 2))
+    teacher = spec_list(("stage1", 64, 4), ("stage2", 128, 8), ("stage3", 256, 16))
+    with caplog.at_level("INFO", logger="unikd.terms.features"):
+        pairs = tapped_pairs("FITNET.IN_FEATURES", student, teacher, ["stage*"])
+    assert [(s.name, t.name) for s, t in pairs] == [("stage1", "stage2"), ("stage2", "stage3")]
+    assert caplog.messages == ["FITNET.IN_FEATURES: student stage1 (16 ch, /1), stage2 (32 ch, /2) <- teacher "
+                               "stage2 (128 ch, /8), stage3 (256 ch, /16)"]
 
 
 class _Constant(Term):

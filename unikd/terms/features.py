@@ -6,6 +6,7 @@ Detection declares its FPN levels (`p2`..`p6`), classification each zoo model's 
 """
 from __future__ import annotations
 
+import logging
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
@@ -14,6 +15,17 @@ from torch import Tensor, nn
 from .base import Batch, FeatureSpec, Term, TermContext, TermOptions
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def _described(specs: list[FeatureSpec]) -> str:
+    return ", ".join(f"{s.name} ({s.channels} ch, /{s.reduction})" for s in specs)
+
+
+def log_taps(key: str, student: list[FeatureSpec], teacher: list[FeatureSpec]) -> None:
+    """Say in the log which student and teacher features a term taps: with models of one's own (timm,
+    torchvision, another backbone) the pairing is chosen from their declarations, so the run records it."""
+    logger.info("%s: student %s <- teacher %s", key, _described(student), _described(teacher))
 
 
 def select_features(
@@ -50,11 +62,14 @@ def tapped_pairs(
     key: str, context_student: list[FeatureSpec], context_teacher: list[FeatureSpec], patterns: list[str],
     num_levels: int = 0,
 ) -> list[tuple[FeatureSpec, FeatureSpec]]:
-    """The student/teacher feature pairs a term taps: each side selected by `patterns`, paired from the deepest."""
-    return pair_from_deepest(
+    """The student/teacher feature pairs a term taps: each side selected by `patterns`, paired from the deepest
+    (and logged, `log_taps`)."""
+    pairs = pair_from_deepest(
         select_features(key, context_student, patterns, "student", num_levels),
         select_features(key, context_teacher, patterns, "teacher", num_levels),
     )
+    log_taps(key, [s for s, _ in pairs], [t for _, t in pairs])
+    return pairs
 
 
 def level_adapters(pairs: list[tuple[FeatureSpec, FeatureSpec]], kernel_size: int) -> nn.ModuleDict:

@@ -32,7 +32,7 @@ from .base import (
     NEEDS_FEATURES, NEEDS_LOGITS, NEEDS_REGION_OUTPUTS, NEEDS_TARGETS, Batch, Term, TermContext, option,
     register_term,
 )
-from .features import select_features
+from .features import log_taps, select_features
 from .fitnet import FPN_LEVELS
 from .kd import StandardizeOptions
 
@@ -143,6 +143,7 @@ class UniKDTerm(Term):
         else:
             teacher = select_features(key, context.teacher_features, options.in_features, "teacher",
                                       options.num_levels)
+        log_taps(key, student, teacher)
         self.student_levels = [spec.name for spec in student]
         self.teacher_levels = [spec.name for spec in teacher]
         self.loss = UniKDLoss([s.channels for s in student], [t.channels for t in teacher], context.num_outputs,
