@@ -170,7 +170,7 @@ def test_hybrid_equals_the_sum_of_its_terms(terms):
 def test_hybrid_configuration_errors():
     with pytest.raises(ValueError, match="no loss terms"):
         _build("hybrid")
-    with pytest.raises(KeyError, match="unknown distillation term 'fitnett'; available: at, crd, dkd, .*unikd"):
+    with pytest.raises(KeyError, match="unknown distillation term 'fitnett'; available: at, crd, cwd, dist, dkd, .*unikd"):
         _build("kd+fitnett")
     with pytest.raises(ValueError, match="more than once"):
         _build("kd+kd")

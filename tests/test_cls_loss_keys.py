@@ -18,7 +18,7 @@ from unikd.terms.term_set import check_loss_key
 NUM_CLASSES = 5
 NUM_TRAIN = 40
 TRAIN_LABELS = torch.arange(NUM_TRAIN) % NUM_CLASSES
-# the registered terms the classification front end can feed (FGFI needs detection's boxes and anchors)
+# the registered terms the classification front end can feed (FGFI and FGD need detection's boxes)
 TERMS = sorted(name for name, term in registered_terms().items() if term.requires <= SUPPORTED)
 TERMS_LOGGER = "unikd.terms.term_set"
 
@@ -62,8 +62,8 @@ def test_no_two_terms_of_a_hybrid_share_a_loss_key(pair, keys_per_term):
     assert set(_losses(_hybrid(pair))) == {"loss_ce"} | first | second
 
 
-def test_the_classification_terms_are_every_registered_term_but_the_detection_only_one():
-    assert set(registered_terms()) - set(TERMS) == {"fgfi"}
+def test_the_classification_terms_are_every_registered_term_but_the_detection_only_ones():
+    assert set(registered_terms()) - set(TERMS) == {"fgfi", "fgd"}  # both need ground-truth boxes
 
 
 def test_a_key_without_the_terms_name_is_refused():

@@ -278,7 +278,7 @@ def test_speed_bench_refuses_counts_below_one(argument, capsys):
 
 
 def test_speed_bench_refuses_an_unknown_method_before_timing_anything(capsys):
-    with pytest.raises(KeyError, match="unknown distillation term 'kdd'; available: at, crd, dkd, .*kd, .*unikd"):
+    with pytest.raises(KeyError, match="unknown distillation term 'kdd'; available: at, crd, cwd, dist, dkd, .*kd, .*unikd"):
         main(["bench", "--speed", "--methods", "kd", "kdd+fitnet", "--device", "cpu"])
     assert "round" not in capsys.readouterr().out
 

@@ -154,3 +154,31 @@ def test_term_trains_one_classification_step_on_named_stages(name, cls_cfg, cls_
     before = [p.detach().clone() for p in distiller.student.parameters()]
     trainer.train()
     assert any(not torch.equal(a, b) for a, b in zip(before, distiller.student.parameters()))
+
+
+@pytest.mark.parametrize("name", ["pkd", "cwd"])
+def test_classification_preset_taps_every_stage_of_both_networks(name):
+    from classification.config import load_cfg
+    from classification.distillers import get_distiller_class
+    from classification.models import build_model
+
+    cfg = load_cfg(None, ["DISTILLER.NAME", name, "MODEL.STUDENT", "resnet8", "MODEL.TEACHER", "resnet14"])
+    assert list(cfg[name.upper()].IN_FEATURES) == ["stage*"]
+    distiller = get_distiller_class(name).from_config(cfg, build_model("resnet8", 5), build_model("resnet14", 5), 5,
+                                                      "cifar")
+    assert distiller.terms[name].pairs == [("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3")]
+
+
+@pytest.mark.parametrize("name", ["pkd", "cwd"])
+def test_a_pair_of_two_reductions_is_refused_naming_both_features(name):
+    from unikd.core.features import FeatureSpec
+    from unikd.terms import term_class
+    from unikd.terms.base import TermContext
+
+    student = [FeatureSpec("stage1", 16, 1), FeatureSpec("stage2", 32, 2)]
+    teacher = [FeatureSpec("stage1", 16, 1), FeatureSpec("stage2", 64, 4)]  # a teacher that downsamples earlier
+    context = TermContext("classification", student, teacher, num_outputs=5)
+    term = term_class(name)
+    with pytest.raises(ValueError, match=r"student's stage2 \(/2\) with the teacher's stage2 \(/4\)"):
+        term(term.Options(in_features=["stage*"]), context)
+    assert term(term.Options(in_features=["stage1"]), context).pairs == [("stage1", "stage1")]

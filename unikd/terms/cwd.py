@@ -6,7 +6,8 @@ Detection values: open-mmlab/mmrazor, `configs/distill/mmdet/cwd/cwd_fpn_frcnn_r
 `data_idx` 0..4): mmdet's five FPN outputs P2..P6 are Detectron2's `p2`..`p6`. The official reduction divides the
 batch's summed KL by N * C (per batch, not per image). The official config has no connector (both FPNs have 256
 channels); a student of another width gets a 1x1 conv (`AlignedMapsTerm`). mmrazor ships no classification
-setting; the term runs there on `stage*` names given in IN_FEATURES where the paired maps have one size.
+setting; the classification preset taps every `stage*` the two networks declare (paired from the deepest), which
+needs paired stages of one reduction (our choice, not the authors').
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ CWD_LEVELS = ["p2", "p3", "p4", "p5", "p6"]  # mmrazor cwd config: data_idx 0..4
 
 @dataclass
 class CWDOptions(TermOptions):
+    PRESETS = {"classification": {"in_features": ["stage*"]}}  # no official setting: every stage, same-size pairs
+
     in_features: list = option(CWD_LEVELS, "the tapped features (names or patterns), paired from the deepest")
     tau: float = option(1.0, "temperature of the per-channel spatial softmax (mmrazor: tau=1)")
     weight: float = option(10.0, "weight of each pair's loss, summed over the pairs (mmrazor: loss_weight=10)")

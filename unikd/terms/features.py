@@ -90,12 +90,19 @@ def channel_aligners(pairs: list[tuple[FeatureSpec, FeatureSpec]]) -> nn.ModuleD
 class AlignedMapsTerm(Term):
     """Base of the terms that compare each tapped student map with its teacher map directly (PKD, CWD, FGD): the
     options' `in_features` choose the pairs, and a student map whose channel count differs from the teacher's
-    passes through a 1x1 conv first (`channel_aligners`)."""
+    passes through a 1x1 conv first (`channel_aligners`). The maps are compared position by position, so each
+    pair must have one reduction (ValueError naming the pair otherwise)."""
 
     def __init__(self, options: TermOptions, context: TermContext) -> None:
         super().__init__(options, context)
-        pairs = tapped_pairs(f"{self.name.upper()}.IN_FEATURES", context.student_features,
-                             context.teacher_features, options.in_features)
+        key = f"{self.name.upper()}.IN_FEATURES"
+        pairs = tapped_pairs(key, context.student_features, context.teacher_features, options.in_features)
+        for s, t in pairs:
+            if s.reduction != t.reduction:
+                raise ValueError(
+                    f"{key} pairs the student's {s.name} (/{s.reduction}) with the teacher's {t.name} "
+                    f"(/{t.reduction}): {self.name} compares maps of one size; tap features of one reduction"
+                )
         self.pairs = [(s.name, t.name) for s, t in pairs]
         self.aligners = channel_aligners(pairs)
 

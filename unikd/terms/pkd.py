@@ -8,7 +8,8 @@ Faster R-CNN FPN has five outputs P2..P6 (P6 a max pool of P5, as Detectron2's `
 channel over N, H, W) and averages over every element of the batch; this is what the term does on Detectron2's
 padded batch (mmdet pads its batch the same way). The official config has no connector: both FPNs have 256
 channels; a student of another width gets a 1x1 conv (`AlignedMapsTerm`). The paper gives no classification
-setting; the term runs there on `stage*` names given in IN_FEATURES.
+setting; the classification preset taps every `stage*` the two networks declare (paired from the deepest), which
+needs paired stages of one reduction (our choice, not the authors').
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ PKD_LEVELS = ["p2", "p3", "p4", "p5"]  # mmrazor pkd config: data_idx 0..3 of mm
 
 @dataclass
 class PKDOptions(TermOptions):
+    PRESETS = {"classification": {"in_features": ["stage*"]}}  # no official setting: every stage, same-size pairs
+
     in_features: list = option(PKD_LEVELS, "the tapped features (names or patterns), paired from the deepest")
     weight: float = option(6.0, "weight of each pair's loss, summed over the pairs (mmrazor: loss_weight=6)")
 
