@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from unikd.bench.cli import add_report_arguments, add_run_arguments, positive_int
 from unikd.core.cli import DEBUG_FLAG, add_debug_argument, run_main
@@ -54,7 +55,7 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench import run_speed
 
     if args.speed:
-        run_speed(args)
+        run_speed(args, output=args.speed_output)
     elif not args.grid:
         raise ValueError("bench needs --grid FILE or --speed")
     else:
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=positive_int, default=3,
                        help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
+    bench.add_argument("--speed-output", type=Path,
+                       help="with --speed: also write the samples, ratios, table and machine as JSON")
     bench.set_defaults(func=_bench)
 
     report = sub.add_parser("report", help="one bench report from the results.csv files of a grid's parts")

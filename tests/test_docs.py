@@ -4,6 +4,7 @@ and a feature table that names exactly the registered terms with the tasks their
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -280,3 +281,13 @@ def test_feature_table_task_columns_match_the_shipped_configs():
         assert row["detection"] in ("yes", "no") and row["classification"] in ("yes", "no"), name
         assert (row["detection"] == "yes") == (name in detection), f"{name}: detection column vs configs/"
         assert (row["classification"] == "yes") == (pair / f"{name}.yaml").is_file(), f"{name}: classification column"
+
+
+@pytest.mark.parametrize("task", ["classification", "detection"])
+def test_speed_page_quotes_each_recorded_table_unchanged(task):
+    record = json.loads((REPO / "docs" / "results" / "speed" / f"{task}.json").read_text(encoding="utf-8"))
+    page = (REPO / "docs" / "results" / "speed.md").read_text(encoding="utf-8")
+    assert record["table"] in page
+    assert f"speed/{task}.json" in page and record["date"].startswith("2026-12-07")
+    ratios = {variant: entry["ratio"] for variant, entry in record["ratios"].items()}
+    assert ratios and all(0.5 < ratio < 5 for ratio in ratios.values())  # a run under heavy load reads 0.25

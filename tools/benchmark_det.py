@@ -1,27 +1,26 @@
 #!/usr/bin/env python
 """Speed of distillation relative to its unavoidable parts, measured in one run.
 
-    python tools/benchmark_det.py [--size 128] [--batch 8] [--iters 8] [--rounds 3]
-        [--aff-channels 16 32 64] [--methods roi_kd dkd ...] [--device cpu|cuda]
+    python tools/benchmark_det.py [--size 128] [--batch 8] [--iters 4] [--rounds 3]
+        [--aff-channels 16 32 64] [--methods roi_kd dkd ...] [--device cpu|cuda] [--output FILE]
 
-On the built-in Fashion-MNIST mosaics at a fixed image size, with the demo's R18-FPN student and
-R50-FPN teacher (random weights: speed does not depend on them), it times the median iteration of
+On the built-in Fashion-MNIST mosaics at a fixed image size, with the demo's R18-FPN student and R50-FPN teacher
+(random weights: speed does not depend on them), it times the median iteration of
   student      the stock student training step (forward, backward, SGD step)
-  teacher      the teacher forward alone as distillation runs it (preprocess, backbone, box head on
-               the student's number of sampled ROIs), under no_grad
-  roi_kd ...   a DistillRCNN training step with each method of TERM_VARIANTS (ROI KD, DKD, FitNet,
-               FitNet + KD, FGFI, ReviewKD, ReviewKD + DKD, MLKD; `--methods` picks a subset)
+  teacher      the teacher forward alone as distillation runs it (preprocess, backbone, box head on the
+               student's number of sampled ROIs), under no_grad
+  roi_kd ...   a DistillRCNN training step with each method of TERM_VARIANTS (ROI KD, DKD, FitNet, FitNet + KD,
+               FGFI, ReviewKD, ReviewKD + DKD, MLKD; `--methods` picks a subset)
   unikd@C      a DistillRCNN training step with UniKD, AFF width C
-and prints ratio = distill / (student + teacher). The variants are timed in interleaved rounds on the
-same batch, so machine noise hits all of them alike. Target: <= 1.10 for UniKD.
+and prints ratio = distill / (student + teacher). The shared harness `unikd.bench.speed` times the variants in
+interleaved rounds on the same batch, so machine noise hits all of them alike. Target: <= 1.10 for UniKD.
+`--output FILE` also writes the samples, ratios, table and machine as JSON.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -34,8 +33,10 @@ from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
-from tabulate import tabulate  # noqa: E402
 
+from unikd.bench.speed import (  # noqa: E402
+    ratios_to_floors, render_table, speed_record, time_interleaved, write_json,
+)
 from unikd_det import add_distill_config  # noqa: E402
 from unikd_det.config import merge_config_file  # noqa: E402
 from unikd_det.data import register_fashion_mosaic  # noqa: E402
@@ -54,9 +55,12 @@ TERM_VARIANTS = {
     "mlkd": ["DISTILL.MLKD.ENABLED", True],
 }
 STUDENT_CONFIG = "configs/Demo/student-R18.yaml"
+# What every distillation step is divided by: one student training step plus one teacher forward.
+FLOOR = {"student": 1, "teacher": 1}
 
 
 def make_cfg(args: argparse.Namespace, teacher_weights: str, *opts) -> CfgNode:
+    """The demo student's config at the benchmark's image size, batch and device, with `opts` merged last."""
     cfg = get_cfg()
     add_distill_config(cfg)
     merge_config_file(cfg, str(REPO / STUDENT_CONFIG))
@@ -69,14 +73,11 @@ def make_cfg(args: argparse.Namespace, teacher_weights: str, *opts) -> CfgNode:
     return cfg
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def training_step(model: torch.nn.Module, batch: list[dict]) -> Callable[[], None]:
-    # LR 0: the update still runs (same cost), but the weights stay put, so repeating the step on one
-    # batch cannot diverge (at LR 1e-4 a random-weight variant hit NaN in the second round).
+    """One full training step of `model` on `batch` (forward, backward, SGD update) as a closure.
+
+    At LR 0: the update still runs (same cost), but the weights stay put, so repeating the step on one batch
+    cannot diverge (at LR 1e-4 a random-weight variant hit NaN in the second round)."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
     model.train()
 
@@ -90,6 +91,8 @@ def training_step(model: torch.nn.Module, batch: list[dict]) -> Callable[[], Non
 
 
 def teacher_step(teacher: FrozenTeacher, student_model, batch: list[dict], rois_per_image: int) -> Callable[[], None]:
+    """The teacher's share of a distillation step as a closure: its preprocessing, backbone and box head on
+    `rois_per_image` fixed random boxes per image (the student's number of sampled ROIs)."""
     images = student_model.preprocess_image(batch)
     generator = torch.Generator().manual_seed(0)
     boxes = []
@@ -105,25 +108,6 @@ def teacher_step(teacher: FrozenTeacher, student_model, batch: list[dict], rois_
     return step
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], iters: int, rounds: int, device: str) -> dict[str, float]:
-    """Median seconds per call of each step, alternating the steps round by round."""
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    with EventStorage(0):
-        for step in steps.values():  # warm-up (allocator, lazy init)
-            step()
-        for round_index in range(rounds):
-            for name, step in steps.items():
-                for _ in range(iters):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    step()
-                    synchronize(device)
-                    samples[name].append(time.perf_counter() - start)
-            print(f"round {round_index + 1}/{rounds}: " + ", ".join(
-                f"{n} {statistics.median(s):.3f}s" for n, s in samples.items()), flush=True)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)
@@ -133,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--aff-channels", type=int, nargs="+", default=[32])
     parser.add_argument("--methods", nargs="+", choices=sorted(TERM_VARIANTS), default=list(TERM_VARIANTS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, help="also write the measurement (samples, ratios, table) as JSON")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -157,14 +142,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             model = build_model(make_cfg(args, teacher_weights, "MODEL.META_ARCHITECTURE", "DistillRCNN", *opts))
             model.build_teacher()
             steps[name] = training_step(model, batch)
-        medians = time_interleaved(steps, args.iters, args.rounds, args.device)
+        with EventStorage(0):  # DistillRCNN's training step logs to the current event storage
+            timings = time_interleaved(steps, rounds=args.rounds, calls_per_round=args.iters, device=args.device)
 
-    baseline = medians["student"] + medians["teacher"]
-    rows = [[name, f"{seconds:.3f}", f"{seconds / baseline:.3f}" if name in variants else ""]
+    medians = timings.medians
+    floors = {name: FLOOR for name in variants}
+    ratios = ratios_to_floors(medians, floors)
+    rows = [[name, f"{seconds:.3f}", f"{ratios[name]:.3f}" if name in ratios else ""]
             for name, seconds in medians.items()]
+    table = render_table(rows, ["step", "median s/iter", "distill / (student + teacher)"])
     print(f"\nimage {args.size}x{args.size}, batch {args.batch}, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
-    print(tabulate(rows, headers=["step", "median s/iter", "distill / (student + teacher)"], tablefmt="github"))
+    print(table)
+    if args.output:
+        settings = {key: value for key, value in vars(args).items() if key != "output"}
+        write_json(speed_record(timings, floors, table, settings, args.device), args.output)
     return medians
 
 

@@ -1,29 +1,32 @@
 """`python -m classification bench --speed`: training-step cost of each distiller against its baseline.
 
-Measured in one process, interleaved over rounds so machine noise hits every variant alike, at batch
-`--batch-size` of random 32x32 images (100 classes) for `--teacher` -> `--student`:
+Measured in one process by the shared harness `unikd.bench.speed`, interleaved over rounds so machine noise hits
+every variant alike, at batch `--batch-size` of random 32x32 images (100 classes) for `--teacher` -> `--student`:
   a: a vanilla training step of the student;
   b: a teacher forward under torch.inference_mode;
   d: a vanilla training step of the teacher architecture (SLKD trains NUM_SLT of those);
   c: a full training step of each distiller.
-It prints c / (a + b) for every method and, for SLKD, c / (a + b + NUM_SLT * d), plus peak memory on CUDA.
-A method is a registered distiller name or a hybrid written as its terms joined by "+" (`kd+fitnet`); by
-default every registered method and the papers' hybrids are timed. CRD's memory has CIFAR-100's 50000 rows.
+It prints c / (a + b) for every method and, for SLKD, c / (a + b + NUM_SLT * d), each beside its target where
+TARGETS has one (KD <= 1.05, UniKD <= 1.10, SLKD <= 1.05 of its own floor), plus peak memory on CUDA. A method
+is a registered distiller name or a hybrid written as its terms joined by "+" (`kd+fitnet`); by default every
+registered method and the papers' hybrids are timed. CRD's memory has CIFAR-100's 50000 rows.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+from yacs.config import CfgNode
 
-from unikd.terms import term_class
+from unikd.bench.speed import ratios_to_floors, render_table, speed_record, time_interleaved, write_json
+from unikd.terms import registered_terms, term_class
 
 from ..config import get_cfg
 from ..distillers import get_distiller_class, registered_distillers
+from ..distillers.terms import SUPPORTED
 from ..engine.optim import build_optimizers
 from ..engine.runtime import autocast_factory, resolve_device, use_channels_last
 from ..engine.trainer import check_finite
@@ -32,14 +35,21 @@ from ..models import build_model
 NUM_CLASSES = 100
 NUM_TRAIN = 50_000  # rows of per-sample memories (CRD), as on CIFAR-100
 PAPER_HYBRIDS = ("nkd+dkd", "kd+fitnet", "kd+crd", "dkd+reviewkd", "mlkd+reviewkd")
+STUDENT, TEACHER_FORWARD, TEACHER_ARCH = "student (a)", "teacher forward (b)", "teacher-arch step (d)"
+TARGETS = {"kd": "<= 1.05", "unikd": "<= 1.10", "slkd": "<= 1.05 x (a+b+2d)"}
+WARMUP_CALLS = 2  # untimed calls per step before the rounds: allocator growth, cudnn autotuning
 
 
 def default_methods() -> list[str]:
-    """Every registered method (vanilla and the generic hybrid aside) and the papers' hybrids."""
-    return [name for name in registered_distillers() if name not in ("vanilla", "hybrid")] + list(PAPER_HYBRIDS)
+    """Every registered method that classification can feed (vanilla and the generic hybrid aside) and the papers'
+    hybrids. A shared term that requires what this front end does not compute (FGFI: anchors and ground-truth
+    boxes) is a detection method: building it here is refused, so timing it would stop the whole benchmark."""
+    terms = registered_terms()
+    return [name for name in registered_distillers() if name not in ("vanilla", "hybrid")
+            and (name not in terms or terms[name].requires <= SUPPORTED)] + list(PAPER_HYBRIDS)
 
 
-def _method_config(cfg, method: str):
+def _method_config(cfg: CfgNode, method: str) -> CfgNode:
     """cfg running `method`: a distiller name, or "a+b" for the hybrid of terms a and b."""
     node = cfg.clone()
     node.defrost()
@@ -61,12 +71,8 @@ def check_methods(methods: list[str]) -> None:
             get_distiller_class(method)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _train_step_fn(cfg, method: str, teacher: nn.Module, device: torch.device, images, targets) -> Callable[[], None]:
+def _train_step_fn(cfg: CfgNode, method: str, teacher: nn.Module | None, device: torch.device, images: torch.Tensor,
+                   targets: torch.Tensor) -> Callable[[], None]:
     """A closure running one full training step of `method` (built fresh, random weights)."""
     node = _method_config(cfg, method)
     student = build_model(node.MODEL.STUDENT, NUM_CLASSES)
@@ -91,29 +97,10 @@ def _train_step_fn(cfg, method: str, teacher: nn.Module, device: torch.device, i
     return step
 
 
-def _timed(fn: Callable[[], None], steps: int, device: torch.device) -> list[float]:
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dict[str, float]:
+    """Time every method's training step against the baselines; print the table and return the ratios.
 
-
-def _peak_memory(fn: Callable[[], None], device: torch.device) -> float | None:
-    """Peak CUDA memory (MiB) of one call, or None on the CPU."""
-    if device.type != "cuda":
-        return None
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    _sync(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def run_speed(args: argparse.Namespace) -> dict[str, float]:
-    """Time every method's training step against the baselines; print the table and return the ratios."""
+    With `output`, the measurement (samples, ratios, table, machine) is also written there as JSON."""
     methods = args.methods or default_methods()
     check_methods(methods)
     device = resolve_device(args.device)
@@ -134,40 +121,39 @@ def run_speed(args: argparse.Namespace) -> dict[str, float]:
         with torch.inference_mode(), autocast():
             teacher(images)
 
-    fns = {"student (a)": _train_step_fn(cfg, "vanilla", None, device, images, targets),
-           "teacher forward (b)": teacher_forward}
+    fns = {STUDENT: _train_step_fn(cfg, "vanilla", None, device, images, targets), TEACHER_FORWARD: teacher_forward}
     teacher_cfg = cfg.clone()
     teacher_cfg.MODEL.STUDENT = args.teacher
-    fns["teacher-arch step (d)"] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets)
+    fns[TEACHER_ARCH] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets)
     for method in methods:
         fns[method] = _train_step_fn(cfg, method, teacher, device, images, targets)
 
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        _timed(fn, 2, device)  # warm-up: allocator, cudnn autotuning
-    for round_index in range(args.rounds):
-        for name, fn in fns.items():
-            times[name] += _timed(fn, args.steps, device)
-        print(f"round {round_index + 1}/{args.rounds} done", flush=True)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    a, b, d = median["student (a)"], median["teacher forward (b)"], median["teacher-arch step (d)"]
-    num_slt = cfg.SLKD.NUM_SLT
+    timings = time_interleaved(fns, rounds=args.rounds, calls_per_round=args.steps, device=device,
+                               warmup=WARMUP_CALLS, peak_memory=True)
+    floor = {STUDENT: 1, TEACHER_FORWARD: 1}
+    slkd_floor = {**floor, TEACHER_ARCH: cfg.SLKD.NUM_SLT}  # SLKD also trains NUM_SLT teacher-sized peers
+    floors = {method: slkd_floor if method == "slkd" else floor for method in methods}
+    ratios = ratios_to_floors(timings.medians, floors)
+    table = _table(timings.medians, timings.peak_mib, ratios)
     print(f"\n{args.teacher} -> {args.student}, batch {args.batch_size}, {device}, "
           f"{args.rounds} rounds x {args.steps} steps, medians")
-    print("| step | ms | ratio | target | peak MiB |\n|---|---|---|---|---|")
-    for name in ("student (a)", "teacher forward (b)", "teacher-arch step (d)"):
-        print(f"| {name} | {1000 * median[name]:.1f} | | | {_fmt(_peak_memory(fns[name], device))} |")
-    ratios = {}
-    for method in methods:
-        c = median[method]
-        if method == "slkd":
-            ratio, target = c / (a + b + num_slt * d), "<= 1.05 x (a+b+2d)"
-        else:
-            ratio, target = c / (a + b), {"kd": "<= 1.05", "unikd": "<= 1.10"}.get(method, "")
-        ratios[method] = ratio
-        print(f"| {method} (c) | {1000 * c:.1f} | {ratio:.3f} | {target} | {_fmt(_peak_memory(fns[method], device))} |")
+    print(table)
+    if output is not None:
+        settings = {key: str(value) if isinstance(value, Path) else value
+                    for key, value in vars(args).items() if key != "func"}
+        write_json(speed_record(timings, floors, table, settings, device), output)
     return ratios
 
 
+def _table(median: dict[str, float], peak_mib: dict[str, float | None], ratios: dict[str, float]) -> str:
+    """The printed table: the three baselines (a, b, d), then each method (c) with its ratio and target."""
+    rows = [[name, f"{1000 * median[name]:.1f}", "", "", _fmt(peak_mib[name])]
+            for name in (STUDENT, TEACHER_FORWARD, TEACHER_ARCH)]
+    rows += [[f"{method} (c)", f"{1000 * median[method]:.1f}", f"{ratio:.3f}", TARGETS.get(method, ""),
+              _fmt(peak_mib[method])] for method, ratio in ratios.items()]
+    return render_table(rows, ["step", "ms", "ratio", "target", "peak MiB"])
+
+
 def _fmt(value: float | None) -> str:
+    """A peak-memory cell: whole MiB, or "n/a (CPU)" where torch keeps no peak."""
     return "n/a (CPU)" if value is None else f"{value:.0f}"
