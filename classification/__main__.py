@@ -32,12 +32,14 @@ def _flags_out_of_overrides(args: argparse.Namespace, flags: tuple[str, ...]) ->
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .engine import Trainer
+    from unikd.core.distributed import launch
+
+    from .engine.trainer import train_run
 
     _flags_out_of_overrides(args, TRAIN_FLAGS)
-    cfg = load_cfg(args.config, args.opts)
-    summary = Trainer(cfg, resume=args.resume, overwrite=args.overwrite).train()
-    print(json.dumps(summary, indent=2))
+    load_cfg(args.config, args.opts)  # a bad config fails here, once, before any worker starts
+    launch(train_run, args.num_gpus, (args.config, args.opts, args.resume, args.overwrite), args.num_machines,
+           args.machine_rank, args.dist_url)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -86,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "run-environment keys)")
     train.add_argument("--overwrite", action="store_true",
                        help="delete the run already in OUTPUT_DIR (each file is named in the log) and start over")
+    train.add_argument("--num-gpus", type=positive_int, default=1,
+                       help="processes per machine (DDP; on a machine without CUDA, CPU processes over gloo)")
+    train.add_argument("--num-machines", type=positive_int, default=1)
+    train.add_argument("--machine-rank", type=int, default=0, help="this machine's rank, 0 .. num-machines - 1")
+    train.add_argument("--dist-url", default="auto",
+                       help="rendezvous tcp://HOST:PORT of machine 0 (auto: a free local port, one machine)")
     train.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
     train.set_defaults(func=_train)
 

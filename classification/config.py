@@ -127,6 +127,8 @@ def _base_defaults() -> CN:
     cfg.TRAIN.TENSORBOARD = True  # when the tensorboard package is installed
     cfg.TRAIN.PROGRESS = True  # tqdm progress bar per epoch
     cfg.TRAIN.EVAL_PERIOD = 1  # epochs between test evaluations (the last epoch is always evaluated)
+    # Distributed CUDA runs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's share.
+    cfg.TRAIN.SYNC_BN = False
     cfg.OUTPUT_DIR = "output/classification"
     return cfg
 

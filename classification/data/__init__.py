@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from yacs.config import CfgNode
 
+from unikd.core.distributed import World
 from unikd.core.splits import balanced_subset, holdout_split
 
 from .image_folder import DeviceLoader, family_for, image_folder_datasets
@@ -77,7 +78,7 @@ def check_split_sizes(cfg_dataset: CfgNode, labels: torch.Tensor, num_classes: i
                              "class-balanced split needs at least one image per class")
 
 
-def _folder_data(cfg: CfgNode, device: torch.device) -> DataBundle:
+def _folder_data(cfg: CfgNode, device: torch.device, world: World) -> DataBundle:
     """Worker-backed loaders of an image folder (`imagenet` is the one under DATASET.ROOT/imagenet).
 
     The held-out validation part of train/ is evaluated with the evaluation transform, like val/ (the test
@@ -90,7 +91,8 @@ def _folder_data(cfg: CfgNode, device: torch.device) -> DataBundle:
     keep, held = holdout_split(labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
 
     def loader(dataset, batch_size: int, train: bool) -> DeviceLoader:
-        return DeviceLoader(dataset, batch_size, train=train, workers=ds.NUM_WORKERS, seed=seed, device=device)
+        return DeviceLoader(dataset, batch_size, train=train, workers=ds.NUM_WORKERS, seed=seed, device=device,
+                            world=world)
 
     val = loader(train_set.subset(held, test_set.transform), solver.TEST_BATCH_SIZE, False) if len(held) else None
     return DataBundle(
@@ -103,13 +105,13 @@ def _folder_data(cfg: CfgNode, device: torch.device) -> DataBundle:
     )
 
 
-def _memory_data(cfg: CfgNode, device: torch.device) -> DataBundle:
+def _memory_data(cfg: CfgNode, device: torch.device, world: World) -> DataBundle:
     """In-memory loaders of cifar100, fashion_mnist or synthetic."""
     solver, seed, ds = cfg.SOLVER, cfg.TRAIN.SEED, cfg.DATASET
     data = _arrays(cfg)
     check_split_sizes(ds, data.train_labels, data.num_classes, ds.NAME)
     keep, held = holdout_split(data.train_labels, ds.VAL_SIZE, ds.VAL_SEED, ds.TRAIN_SUBSET, ds.SUBSET_SEED)
-    common = dict(mean=data.mean, std=data.std, device=device)
+    common = dict(mean=data.mean, std=data.std, device=device, world=world)
     train = InMemoryLoader(
         data.train_images[keep], data.train_labels[keep], solver.BATCH_SIZE, train=True, seed=seed, **common
     )
@@ -119,16 +121,16 @@ def _memory_data(cfg: CfgNode, device: torch.device) -> DataBundle:
     return DataBundle(train, test, data.num_classes, "cifar", data.train_labels[keep].long(), val)
 
 
-def build_data(cfg: CfgNode, device: torch.device) -> DataBundle:
+def build_data(cfg: CfgNode, device: torch.device, world: World = World()) -> DataBundle:
     """Training, test and (DATASET.VAL_SIZE > 0) validation loaders for cfg.DATASET.
 
     The validation images are held out of the training split (`holdout_split`); the student never trains on
     them. Split sizes that do not fit the data set, or leave a class without an image, are refused before any
-    training."""
+    training. In a distributed run (`world`) every loader yields this rank's share of each batch."""
     name = cfg.DATASET.NAME
     if name not in DATASETS:
         raise ValueError(f"unknown DATASET.NAME {name!r}; expected one of {DATASETS}")
-    return _folder_data(cfg, device) if name in FOLDER_DATASETS else _memory_data(cfg, device)
+    return (_folder_data if name in FOLDER_DATASETS else _memory_data)(cfg, device, world)
 
 
 __all__ = [

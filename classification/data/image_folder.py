@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from unikd.core.distributed import World, shard_of
 
 # The ImageNet statistics, used to normalise every image folder (natural images; what pretrained weights expect).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -243,24 +245,47 @@ class IndexedDataset(Dataset):
         return image, label, index
 
 
+class ShardBatches(Sampler):
+    """Batches of `batch_size` (the global batch) in `order`'s sequence, of which this rank yields its share
+    (`shard_of`); with `drop_last` an incomplete final batch is left out. Every rank walks the same order (the
+    same seeded generator), so the ranks' shares joined are the single process's batches."""
+
+    def __init__(self, order: Sampler | range, batch_size: int, drop_last: bool, world: World) -> None:
+        self.order, self.batch_size, self.drop_last, self.world = order, batch_size, drop_last, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        for index in self.order:
+            batch.append(int(index))
+            if len(batch) == self.batch_size:
+                yield batch[shard_of(len(batch), self.world)]
+                batch = []
+        if batch and not self.drop_last:
+            yield batch[shard_of(len(batch), self.world)]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.order), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+
 class DeviceLoader:
-    """A worker-backed DataLoader whose shuffling is reseeded per epoch and whose batches land on `device`."""
+    """A worker-backed DataLoader whose shuffling is reseeded per epoch and whose batches land on `device`; in a
+    distributed run each rank loads its share of every global batch (`ShardBatches`)."""
 
     def __init__(
-        self, dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int, device: torch.device
+        self, dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int, device: torch.device,
+        world: World = World(),
     ) -> None:
         self.generator = torch.Generator()
         self.seed = seed
         self.device = device
-        sampler = RandomSampler(dataset, generator=self.generator) if train else None
+        order = RandomSampler(dataset, generator=self.generator) if train else range(len(dataset))
         self.loader = DataLoader(
             IndexedDataset(dataset),
-            batch_size=batch_size,
-            sampler=sampler,
+            batch_sampler=ShardBatches(order, batch_size, drop_last=train, world=world),
             num_workers=workers,
             pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,
-            drop_last=train,
             generator=self.generator,
         )
 

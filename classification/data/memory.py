@@ -12,15 +12,24 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from unikd.core.distributed import World, shard_of
 
-def random_crop_flip(images: Tensor, pad: int, generator: torch.Generator) -> Tensor:
-    """Per image: zero-pad by `pad`, crop back to the input size at a random offset, flip with p = 0.5.
+MIN_SHARE = 2  # images per rank below which a final training batch is dropped (BatchNorm needs two)
 
-    images: [B, C, H, W]; the random draws are made on the CPU with `generator`.
-    """
+
+def crop_flip_draws(count: int, pad: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The random draws of `random_crop_flip` for `count` images: offsets [2, count] in [0, 2 pad] and flips
+    [count], drawn on the CPU with `generator` (a distributed run draws them for the whole global batch, so each
+    image's augmentation depends on its place in the batch, not on the rank that trains on it)."""
+    offsets = torch.randint(0, 2 * pad + 1, (2, count), generator=generator)
+    flips = torch.rand(count, generator=generator) < 0.5
+    return offsets, flips
+
+
+def apply_crop_flip(images: Tensor, pad: int, offsets: Tensor, flips: Tensor) -> Tensor:
+    """Per image: zero-pad by `pad`, crop back to the input size at `offsets`, flip where `flips`."""
     b, _, h, w = images.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(images.device)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    offsets, flips = offsets.to(images.device), flips.to(images.device)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     rows = (offsets[0, :, None] + torch.arange(h, device=images.device))[:, None, :, None]
     cols = offsets[1, :, None] + torch.arange(w, device=images.device)
@@ -30,13 +39,25 @@ def random_crop_flip(images: Tensor, pad: int, generator: torch.Generator) -> Te
     return padded[batch, channels, rows, cols]
 
 
+def random_crop_flip(images: Tensor, pad: int, generator: torch.Generator) -> Tensor:
+    """Per image: zero-pad by `pad`, crop back to the input size at a random offset, flip with p = 0.5.
+
+    images: [B, C, H, W]; the random draws are made on the CPU with `generator`.
+    """
+    return apply_crop_flip(images, pad, *crop_flip_draws(len(images), pad, generator))
+
+
 class InMemoryLoader:
     """Batches of (normalised float images, labels, indices) on `device` from uint8 images [N, C, H, W].
 
     indices are the batch's positions in `images` (what per-sample memories such as CRD's are keyed by).
 
     train: shuffle each epoch and apply random_crop_flip; otherwise the fixed order, no augmentation.
-    A final training batch of a single image is dropped (BatchNorm cannot train on it).
+    A final training batch of fewer than 2 images per rank is dropped (BatchNorm cannot train on one).
+
+    world: in a distributed run each rank yields its share (`shard_of`) of every batch of `batch_size`, the global
+    batch; the order and the augmentation draws are the single process's, so the ranks' shares joined are its
+    epoch. Evaluation loaders are sharded the same way (joined again by index, `gather_by_index`).
     """
 
     def __init__(
@@ -51,6 +72,7 @@ class InMemoryLoader:
         seed: int = 0,
         pad: int = 4,
         device: torch.device | str = "cpu",
+        world: World = World(),
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
@@ -69,13 +91,14 @@ class InMemoryLoader:
         self.seed = seed
         self.pad = pad
         self.epoch = 0
+        self.world = world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _num_items(self) -> int:
-        n = len(self.images)
-        return n - 1 if self.train and n % self.batch_size == 1 and n > 1 else n
+        n, last = len(self.images), len(self.images) % self.batch_size
+        return n - last if self.train and 0 < last < MIN_SHARE * self.world.size and n > last else n
 
     def __len__(self) -> int:
         return -(-self._num_items() // self.batch_size)
@@ -86,8 +109,11 @@ class InMemoryLoader:
         order = torch.randperm(len(self.images), generator=generator)[:n] if self.train else torch.arange(n)
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
+            batch = order[start : start + self.batch_size]
+            share = shard_of(len(batch), self.world)
+            index = batch[share]
             images = self.images[index].float()
             if self.train:
-                images = random_crop_flip(images, self.pad, generator)
+                offsets, flips = crop_flip_draws(len(batch), self.pad, generator)
+                images = apply_crop_flip(images, self.pad, offsets[:, share], flips[share])
             yield (images - self.mean) / self.std, self.labels[index], index

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from yacs.config import CfgNode
 
 from ..models import ModelOutput
@@ -69,6 +70,7 @@ class Distiller(nn.Module):
         self.teacher = freeze(teacher) if teacher is not None and self.NEEDS_TEACHER else None
         self.cfg = cfg
         self.num_classes = num_classes
+        self._parallel_losses: nn.Module | None = None  # set by `parallelize` in a distributed run
 
     @classmethod
     def default_config(cls) -> CfgNode:
@@ -118,6 +120,20 @@ class Distiller(nn.Module):
         """
         raise NotImplementedError
 
+    def parallelize(self, device_ids: list[int] | None) -> None:
+        """Run `compute_losses` through one DistributedDataParallel over this distiller (the student and every
+        trainable module: their gradients are averaged over the ranks in the backward pass; the frozen teacher
+        has no trainable parameter, so DDP leaves it alone and each rank keeps its copy). Distillers whose update
+        is more than one backward pass of `compute_losses` (their own `train_step`) refuse."""
+        if type(self).train_step is not Distiller.train_step:
+            raise ValueError(f"{type(self).__name__} has its own update phases, which do not run on several "
+                             "processes yet; train it in one process")
+        if self.NEEDS_INDICES:
+            raise ValueError(f"{type(self).__name__} keeps a per-sample memory, which is not shared between "
+                             "processes yet; train it in one process")
+        # object.__setattr__: a registered submodule would make the distiller its own descendant
+        object.__setattr__(self, "_parallel_losses", DistributedDataParallel(_LossesOf(self), device_ids=device_ids))
+
     def optimizer_param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer: by default one "student" optimizer over everything trainable."""
         return {"student": [p for p in self.parameters() if p.requires_grad]}
@@ -132,8 +148,9 @@ class Distiller(nn.Module):
         indices: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """One update: losses under autocast, one backward pass, every optimizer steps. Returns detached values."""
+        compute = self.compute_losses if self._parallel_losses is None else self._parallel_losses
         with autocast():
-            logits, losses = self.compute_losses(images, targets, progress, indices)
+            logits, losses = compute(images, targets, progress, indices)
         optimizers.step(sum(losses.values()))
         return detached(logits, losses)
 
@@ -150,6 +167,19 @@ class Distiller(nn.Module):
                 f"unexpected {sorted(unexpected)[:5]}"
             )
         self.load_state_dict(state, strict=False)
+
+
+class _LossesOf(nn.Module):
+    """A distiller's `compute_losses` as a module's forward: the call DistributedDataParallel wraps (DDP prepares
+    the gradient reduction in its forward, so the losses must be computed through it)."""
+
+    def __init__(self, distiller: Distiller) -> None:
+        super().__init__()
+        self.distiller = distiller
+
+    def forward(self, images: Tensor, targets: Tensor, progress: float, indices: Tensor | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.distiller.compute_losses(images, targets, progress, indices)
 
 
 def detached(logits: Tensor, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -30,10 +30,11 @@ from yacs.config import CfgNode
 
 from unikd.core import kd_loss
 from unikd.core.checks import check_resume_changes, resume_note
+from unikd.core.distributed import World, barrier, current_world, gather_by_index
 from unikd.core.rng import rng_state, set_rng_state
 from unikd.core.run_dir import atomic_write_text, claim_output_dir
 
-from ..config import RESUME_MAY_CHANGE
+from ..config import RESUME_MAY_CHANGE, load_cfg
 from ..data import DataBundle, build_data
 from ..distillers import Distiller, get_distiller_class
 from ..models import build_model
@@ -107,21 +108,28 @@ def check_finite(losses: dict[str, Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Any, channels_last: bool, autocast: Any) -> tuple[Tensor, Tensor]:
-    """(float32 logits, targets) of `model` (returns logits or a ModelOutput) over `loader`, in its order, in
-    eval mode."""
+def predict(model: nn.Module, loader: Any, channels_last: bool, autocast: Any, world: World = World()
+            ) -> tuple[Tensor, Tensor]:
+    """(float32 logits, targets) of `model` (returns logits or a ModelOutput) over `loader`, in the data set's
+    order, in eval mode. In a distributed run each rank predicts its share and every rank gets all of them
+    (`gather_by_index`: each image once)."""
     was_training = model.training
     model.eval()
-    logits, targets = [], []
-    for images, labels, _ in loader:
+    logits, targets, indices = [], [], []
+    for images, labels, index in loader:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():
             out = model(images)
         logits.append((out if isinstance(out, Tensor) else out.logits).float())
         targets.append(labels)
+        indices.append(index)
     model.train(was_training)
-    return torch.cat(logits), torch.cat(targets)
+    logits, targets, indices = torch.cat(logits), torch.cat(targets), torch.cat(indices)
+    if not world.distributed:
+        return logits, targets
+    rows, _ = gather_by_index(torch.cat([logits, targets[:, None].to(logits.dtype)], dim=1), indices, world)
+    return rows[:, :-1], rows[:, -1].long()
 
 
 def score(logits: Tensor, targets: Tensor, teacher_logits: Tensor | None = None) -> dict[str, float]:
@@ -136,9 +144,9 @@ def score(logits: Tensor, targets: Tensor, teacher_logits: Tensor | None = None)
 
 
 def evaluate(model: nn.Module, loader: Any, channels_last: bool, autocast: Any,
-             teacher_logits: Tensor | None = None) -> dict[str, float]:
-    """`score` of `model`'s predictions over `loader`."""
-    return score(*predict(model, loader, channels_last, autocast), teacher_logits)
+             teacher_logits: Tensor | None = None, world: World = World()) -> dict[str, float]:
+    """`score` of `model`'s predictions over `loader` (over every rank's share in a distributed run)."""
+    return score(*predict(model, loader, channels_last, autocast, world), teacher_logits)
 
 
 class Trainer:
@@ -146,13 +154,21 @@ class Trainer:
 
     The output folder is locked for the run when the Trainer is built (and released when `train()` ends):
     a folder that holds another run's files is refused unless `resume` or `overwrite` (which deletes them).
+    In a distributed run (unikd.core.distributed) rank 0 claims the folder, writes every file and logs; each
+    rank trains on its share of every batch, and every rank resumes from the same last.pth.
     """
 
     def __init__(self, cfg: CfgNode, resume: bool = False, data: DataBundle | None = None,
                  overwrite: bool = False) -> None:
         self.cfg = cfg
         self.output_dir = Path(cfg.OUTPUT_DIR)
-        self._lock = claim_output_dir(self.output_dir, RUN_FILES, resume, overwrite)
+        self.world = current_world()
+        if self.world.is_main:
+            self._lock = claim_output_dir(self.output_dir, RUN_FILES, resume, overwrite)
+        else:
+            self._lock = _NoLock()
+            logger.setLevel(logging.WARNING)  # rank 0 speaks for the run
+        barrier(self.world)  # no rank reads the folder before rank 0 has claimed (or cleared) it
         try:
             self._build(resume, data)
         except BaseException:
@@ -162,8 +178,10 @@ class Trainer:
     def _build(self, resume: bool, data: DataBundle | None) -> None:
         cfg = self.cfg
         self.device = resolve_device(cfg.TRAIN.DEVICE)
+        if self.world.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
         seed_everything(cfg.TRAIN.SEED, cfg.TRAIN.DETERMINISTIC)
-        self.data = data if data is not None else build_data(cfg, self.device)
+        self.data = data if data is not None else build_data(cfg, self.device, self.world)
         num_classes, family = self.data.num_classes, self.data.family
         student = build_student(cfg, num_classes, family)
         distiller_cls = get_distiller_class(cfg.DISTILLER.NAME)
@@ -181,6 +199,8 @@ class Trainer:
         self.distiller.to(self.device)
         if self.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
+        if self.world.distributed:
+            self._parallelize()
         self.autocast, needs_scaler = autocast_factory(cfg, self.device)
         scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
         self.optimizers, self.schedulers = build_optimizers(
@@ -197,6 +217,15 @@ class Trainer:
         self.config_changes: list[dict[str, Any]] = []
         if resume:
             self._resume()
+
+    def _parallelize(self) -> None:
+        """The distiller's trainable modules in DDP (with TRAIN.SYNC_BN, the student's BatchNorm over the global
+        batch: SyncBatchNorm, which PyTorch runs on CUDA only)."""
+        if self.cfg.TRAIN.SYNC_BN:
+            if self.device.type != "cuda":
+                raise ValueError("TRAIN.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only)")
+            self.distiller.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.distiller.student)
+        self.distiller.parallelize([self.device.index] if self.device.type == "cuda" else None)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
@@ -319,7 +348,8 @@ class Trainer:
         and its test accuracy."""
         if self.reference_teacher is None:
             return
-        logits, targets = predict(self.reference_teacher, self.data.test, self.channels_last, self.autocast)
+        logits, targets = predict(self.reference_teacher, self.data.test, self.channels_last, self.autocast,
+                                  self.world)
         self.teacher_test_logits = logits
         if self.teacher_accuracy is None:
             self.teacher_accuracy = {k: v for k, v in score(logits, targets).items() if k != "ce"}
@@ -329,7 +359,8 @@ class Trainer:
         """Score the student on the test (and validation) split into `row`; update the best test epoch and the
         selected epoch; True when the selected epoch is this one (best_student.pth must be rewritten)."""
         student = self.distiller.student
-        test = evaluate(student, self.data.test, self.channels_last, self.autocast, self.teacher_test_logits)
+        test = evaluate(student, self.data.test, self.channels_last, self.autocast, self.teacher_test_logits,
+                        self.world)
         row.update({f"test_{k}": v for k, v in test.items()})
         if test["top1"] > self.best["top1"]:
             self.best = {"top1": test["top1"], "top5": test["top5"], "epoch": self.epoch}
@@ -338,7 +369,7 @@ class Trainer:
             if selected:
                 self.selected = self._selected_from_best()
             return selected
-        val = evaluate(student, self.data.val, self.channels_last, self.autocast)
+        val = evaluate(student, self.data.val, self.channels_last, self.autocast, world=self.world)
         row.update({"val_top1": val["top1"], "val_ce": val["ce"]})
         selected = self.selected["val_top1"] is None or val["top1"] > self.selected["val_top1"]
         if selected:
@@ -360,7 +391,7 @@ class Trainer:
 
     def _train(self) -> dict[str, Any]:
         self._evaluate_teacher()
-        writer = _tensorboard(self.cfg, self.output_dir)
+        writer = _tensorboard(self.cfg, self.output_dir) if self.world.is_main else None
         total = self.cfg.SOLVER.EPOCHS
         while self.epoch < total:
             start = time.perf_counter()
@@ -374,7 +405,8 @@ class Trainer:
                 selected = self._evaluate_epoch(row)
             row["seconds"] = time.perf_counter() - start
             self.history.append(row)
-            self._save(selected)
+            if self.world.is_main:
+                self._save(selected)
             if writer is not None:
                 for key, value in row.items():
                     if key != "epoch":
@@ -408,8 +440,24 @@ class Trainer:
             "train_seconds": sum(row["seconds"] for row in self.history),
             "config_changes": self.config_changes,
         }
-        atomic_write_text(json.dumps(summary, indent=2), self.output_dir / SUMMARY)
+        if self.world.is_main:
+            atomic_write_text(json.dumps(summary, indent=2), self.output_dir / SUMMARY)
         return summary
+
+
+def train_run(config: str | None, opts: list[str], resume: bool, overwrite: bool) -> None:
+    """One process of `python -m classification train` (every rank of a distributed run: a module-level function,
+    so that spawned workers can import it): build the Trainer, train, and print the summary on rank 0."""
+    summary = Trainer(load_cfg(config, opts), resume=resume, overwrite=overwrite).train()
+    if current_world().is_main:
+        print(json.dumps(summary, indent=2))
+
+
+class _NoLock:
+    """What a rank other than 0 holds instead of the output folder's lock (rank 0 holds it for the run)."""
+
+    def release(self) -> None:
+        pass
 
 
 def _tensorboard(cfg: CfgNode, output_dir: Path) -> Any:
