@@ -139,8 +139,7 @@ def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dic
           f"{args.rounds} rounds x {args.steps} steps, medians")
     print(table)
     if output is not None:
-        settings = {key: str(value) if isinstance(value, Path) else value
-                    for key, value in vars(args).items() if key != "func"}
+        settings = {key: value for key, value in vars(args).items() if key != "func"}
         write_json(speed_record(timings, floors, table, settings, device), output)
     return ratios
 

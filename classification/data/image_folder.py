@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from unikd.core.distributed import World, shard_of
 
@@ -246,26 +246,20 @@ class IndexedDataset(Dataset):
 
 
 class ShardBatches(Sampler):
-    """Batches of `batch_size` (the global batch) in `order`'s sequence, of which this rank yields its share
-    (`shard_of`); with `drop_last` an incomplete final batch is left out. Every rank walks the same order (the
-    same seeded generator), so the ranks' shares joined are the single process's batches."""
+    """torch's BatchSampler over `order` (batches of `batch_size`, the global batch; `drop_last` leaves out an
+    incomplete final one), of which this rank yields its share of every batch (`shard_of`). Every rank walks the
+    same order (the same seeded generator), so the ranks' shares joined are the single process's batches."""
 
-    def __init__(self, order: Sampler | range, batch_size: int, drop_last: bool, world: World) -> None:
-        self.order, self.batch_size, self.drop_last, self.world = order, batch_size, drop_last, world
+    def __init__(self, order: Iterable[int], batch_size: int, drop_last: bool, world: World) -> None:
+        self.batches = BatchSampler(order, batch_size, drop_last)
+        self.world = world
 
     def __iter__(self) -> Iterator[list[int]]:
-        batch: list[int] = []
-        for index in self.order:
-            batch.append(int(index))
-            if len(batch) == self.batch_size:
-                yield batch[shard_of(len(batch), self.world)]
-                batch = []
-        if batch and not self.drop_last:
+        for batch in self.batches:
             yield batch[shard_of(len(batch), self.world)]
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.order), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return len(self.batches)
 
 
 class DeviceLoader:

@@ -128,8 +128,7 @@ def predict(model: nn.Module, loader: Any, channels_last: bool, autocast: Any, w
     logits, targets, indices = torch.cat(logits), torch.cat(targets), torch.cat(indices)
     if not world.distributed:
         return logits, targets
-    rows, _ = gather_by_index(torch.cat([logits, targets[:, None].to(logits.dtype)], dim=1), indices, world)
-    return rows[:, :-1], rows[:, -1].long()
+    return gather_by_index(logits, indices, world)[0], gather_by_index(targets, indices, world)[0]
 
 
 def score(logits: Tensor, targets: Tensor, teacher_logits: Tensor | None = None) -> dict[str, float]:

@@ -197,5 +197,6 @@ def speed_record(timings: StepTimings, floors: Mapping[str, Floor], table: str, 
 
 
 def write_json(record: Mapping[str, object], path: str | Path) -> None:
-    """Write a `speed_record` to `path` (atomically: a reader never sees half a file)."""
-    atomic_write_text(json.dumps(record, indent=2) + "\n", path)
+    """Write a `speed_record` to `path` (atomically: a reader never sees half a file); settings that JSON has no
+    type for (paths) are written as their text."""
+    atomic_write_text(json.dumps(record, indent=2, default=str) + "\n", path)

@@ -16,6 +16,7 @@ alone writes the run's files.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +26,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
-
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
 
 @dataclass(frozen=True)
 class World:
@@ -55,6 +53,7 @@ def current_world() -> World:
 
 
 def backend() -> str:
+    """The process-group backend of this machine: NCCL with CUDA, gloo without."""
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
@@ -79,12 +78,12 @@ def launch(main: Callable[..., Any], num_gpus: int, args: tuple = (), num_machin
     semantics); one process runs `main` directly, and so does a process torchrun started (it joins torchrun's
     group first).
 
-    A worker that fails or dies (SIGKILL included) ends the others, and the launch raises naming its rank
-    (`torch.multiprocessing.spawn`)."""
+    A worker that fails or dies (SIGKILL included) ends the others (`torch.multiprocessing`), and the launch
+    raises naming it: the one a signal killed, when one was."""
     if num_gpus < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
         raise ValueError(f"need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines, got "
                          f"{num_gpus}, {num_machines} and {machine_rank}")
-    if all(name in os.environ for name in TORCHRUN_VARIABLES[:2]) and int(os.environ["WORLD_SIZE"]) > 1:
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:  # started by torchrun
         _join_torchrun()
         _run_and_close(main, args)
         return
@@ -98,7 +97,25 @@ def launch(main: Callable[..., Any], num_gpus: int, args: tuple = (), num_machin
         if num_machines > 1:
             raise ValueError("several machines need --dist-url tcp://HOST:PORT of machine 0")
         dist_url = f"tcp://127.0.0.1:{free_port()}"
-    mp.spawn(_worker, nprocs=num_gpus, args=(main, args, num_gpus, machine_rank, world_size, dist_url), join=True)
+    workers = mp.start_processes(_worker, nprocs=num_gpus, join=False, start_method="spawn",
+                                 args=(main, args, num_gpus, machine_rank, world_size, dist_url))
+    try:
+        while not workers.join():
+            pass
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as failure:
+        _raise_for_a_killed_worker(workers, machine_rank * num_gpus, failure)
+        raise
+
+
+def _raise_for_a_killed_worker(workers: mp.ProcessContext, first_rank: int, failure: Exception) -> None:
+    """Name the worker that a signal killed when one did: its peers then fail too (their collectives lose it), and
+    whichever failure torch sees first would otherwise be reported. Workers torch stopped after the failure
+    (SIGTERM) do not count."""
+    for index, process in enumerate(workers.processes):
+        code = process.exitcode
+        if code is not None and code < 0 and -code != signal.SIGTERM:
+            raise RuntimeError(f"process {index} terminated with signal {signal.Signals(-code).name} (rank "
+                               f"{first_rank + index}); the other workers were stopped") from failure
 
 
 def _join_torchrun() -> None:
@@ -142,16 +159,17 @@ def gather_by_index(values: Tensor, indices: Tensor, world: World) -> tuple[Tens
     count = torch.tensor([len(indices)], device=values.device)
     counts = [torch.zeros_like(count) for _ in range(world.size)]
     dist.all_gather(counts, count)
-    longest = int(max(c.item() for c in counts))
-    padded_values = values.new_zeros((longest, *values.shape[1:]))
-    padded_values[: len(values)] = values
-    padded_indices = indices.new_full((longest,), -1)
-    padded_indices[: len(indices)] = indices
-    all_values = [torch.zeros_like(padded_values) for _ in range(world.size)]
-    all_indices = [torch.zeros_like(padded_indices) for _ in range(world.size)]
-    dist.all_gather(all_values, padded_values)
-    dist.all_gather(all_indices, padded_indices)
-    joined_values = torch.cat([v[: int(c.item())] for v, c in zip(all_values, counts)])
-    joined_indices = torch.cat([i[: int(c.item())] for i, c in zip(all_indices, counts)])
+    sizes = [int(c.item()) for c in counts]
+    joined_values, joined_indices = (_all_gather_rows(t, sizes) for t in (values, indices))
     order = joined_indices.argsort()
     return joined_values[order], joined_indices[order]
+
+
+def _all_gather_rows(tensor: Tensor, sizes: list[int]) -> Tensor:
+    """Every rank's `tensor` (rank r holding sizes[r] rows) joined in rank order: padded to the longest for
+    all_gather, which needs one shape on every rank, then cut back."""
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: len(tensor)] = tensor
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
