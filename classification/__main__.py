@@ -54,12 +54,14 @@ def _eval(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from unikd.bench.cli import run_from_args
 
-    from .bench import run_speed
+    from .bench import run_data_speed, run_speed
 
     if args.speed:
         run_speed(args, output=args.speed_output)
+    elif args.data_speed:
+        run_data_speed(args, output=args.speed_output)
     elif not args.grid:
-        raise ValueError("bench needs --grid FILE or --speed")
+        raise ValueError("bench needs --grid FILE, --speed or --data-speed")
     else:
         run_from_args(args)
 
@@ -116,7 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--speed-output", type=Path,
-                       help="with --speed: also write the samples, ratios, table and machine as JSON")
+                       help="with --speed or --data-speed: also write the measurement, table and machine as JSON")
+    bench.add_argument("--data-speed", action="store_true",
+                       help="images/s of the image-folder training loader (classification/bench/data_speed.py)")
+    bench.add_argument("--data-root", type=Path,
+                       help="with --data-speed: an image folder to read (default: synthetic JPEGs in a temp dir)")
+    bench.add_argument("--images", type=positive_int, default=256, help="with --data-speed: synthetic JPEGs")
+    bench.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                       help="with --data-speed: DataLoader worker counts to time")
+    bench.add_argument("--image-size", type=positive_int, default=224, help="with --data-speed: crop size")
+    bench.add_argument("--batches", type=positive_int, default=20, help="with --data-speed: timed batches")
     bench.set_defaults(func=_bench)
 
     report = sub.add_parser("report", help="one bench report from the results.csv files of a grid's parts")

@@ -43,6 +43,7 @@ CLS_VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("SOLVER.GAMMA", 0.0, strict=True),
     ValueRule("SOLVER.MILESTONES", 0.0),
     ValueRule("TRAIN.EVAL_PERIOD", 1.0),
+    ValueRule("TRAIN.CHECKPOINT_PERIOD", 0.0),
     ValueRule("TRAIN.SEED", 0.0),
     ValueRule("DATASET.SUBSET_SEED", 0.0),
     ValueRule("DATASET.TRAIN_SUBSET", 0.0),
@@ -61,6 +62,7 @@ CLS_VALUE_RULES: tuple[ValueRule, ...] = (
 # Keys that only say where and how visibly a run executes: they never change its numbers.
 RUN_ENVIRONMENT_KEYS = frozenset({
     "OUTPUT_DIR", "DATASET.ROOT", "DATASET.NUM_WORKERS", "TRAIN.DEVICE", "TRAIN.PROGRESS", "TRAIN.TENSORBOARD",
+    "TRAIN.CHECKPOINT_PERIOD",
 })
 # What `--resume` may change besides those: more epochs extend a run, a new LR rescues a diverged one.
 RESUME_MAY_CHANGE = RUN_ENVIRONMENT_KEYS | {"SOLVER.EPOCHS", "SOLVER.LR"}
@@ -127,6 +129,9 @@ def _base_defaults() -> CN:
     cfg.TRAIN.TENSORBOARD = True  # when the tensorboard package is installed
     cfg.TRAIN.PROGRESS = True  # tqdm progress bar per epoch
     cfg.TRAIN.EVAL_PERIOD = 1  # epochs between test evaluations (the last epoch is always evaluated)
+    # Training steps between mid-epoch checkpoints (last.pth with the epoch's position; --resume continues at the
+    # next batch exactly); 0: only at the end of each epoch.
+    cfg.TRAIN.CHECKPOINT_PERIOD = 0
     # Distributed CUDA runs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's share.
     cfg.TRAIN.SYNC_BN = False
     cfg.OUTPUT_DIR = "output/classification"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import CLS_TINY_OPTS
 
-from classification.data.image_folder import ShardBatches
+from classification.data.folder_loader import EpochBatches
 from classification.data.memory import InMemoryLoader
 from classification.engine.checkpoint import read_checkpoint
 from classification.engine.trainer import train_run
@@ -55,11 +55,14 @@ def test_a_final_training_batch_of_fewer_than_two_images_per_rank_is_dropped():
 
 
 def test_folder_batches_of_two_ranks_join_to_the_single_process_batches():
-    order = [5, 3, 9, 0, 1, 8, 2, 7, 6, 4]
-    single = list(ShardBatches(order, 4, drop_last=False, world=World()))
-    assert single == [[5, 3, 9, 0], [1, 8, 2, 7], [6, 4]]
-    ranks = [list(ShardBatches(order, 4, drop_last=True, world=w)) for w in TWO_RANKS]
-    assert ranks == [[[5, 3], [1, 8]], [[9, 0], [2, 7]]] and len(ShardBatches(order, 4, True, World(0, 2))) == 2
+    single = list(EpochBatches(10, 4, shuffle=False, seed=0))
+    assert single == [[(i, 0) for i in range(j, min(j + 4, 10))] for j in (0, 4, 8)]
+    shuffled = list(EpochBatches(10, 4, shuffle=True, seed=0))  # an incomplete last batch is dropped
+    ranks = [list(EpochBatches(10, 4, shuffle=True, seed=0, world=w)) for w in TWO_RANKS]
+    assert len(shuffled) == 2 and [a + b for a, b in zip(*ranks, strict=True)] == shuffled
+    resumed = EpochBatches(10, 4, shuffle=True, seed=0, world=TWO_RANKS[1])
+    resumed.set_epoch(0, start_batch=1)
+    assert list(resumed) == ranks[1][1:]
 
 
 def test_gathering_in_one_process_returns_its_rows():
@@ -153,17 +156,24 @@ def _kill_a_worker_once(path, done: threading.Event) -> None:
     done.set()
 
 
-def test_a_killed_rank_ends_the_run_naming_it_and_resume_under_two_ranks_is_exact(tmp_path, cls_teacher):
+@pytest.mark.parametrize("period", [0, 1], ids=["at_epoch_ends", "every_step"])
+def test_a_killed_rank_ends_the_run_naming_it_and_resume_under_two_ranks_is_exact(tmp_path, cls_teacher, period):
+    """TRAIN.CHECKPOINT_PERIOD 0: last.pth holds the last complete epoch; 1: the last complete step, so the kill
+    usually lands mid-epoch and the resume continues inside that epoch."""
     killed = tmp_path / "killed"
     done = threading.Event()
     threading.Thread(target=_kill_a_worker_once, args=(killed / "last.pth", done), daemon=True).start()
+    period_opts = ("TRAIN.CHECKPOINT_PERIOD", period)
     with pytest.raises(Exception, match=r"process \d+ terminated with signal SIGKILL"):
-        launch(train_run, 2, (None, _opts(tmp_path, cls_teacher, "killed", "SOLVER.EPOCHS", 40), False, False))
+        launch(train_run, 2, (None, _opts(tmp_path, cls_teacher, "killed", "SOLVER.EPOCHS", 40, *period_opts),
+                              False, False))
     assert done.wait(5)
-    saved = read_checkpoint(killed / "last.pth")["epoch"]  # the last complete epoch, intact
-    assert 1 <= saved < 40
+    state = read_checkpoint(killed / "last.pth")  # intact
+    saved = state["epoch"]
+    assert saved < 40 and (saved >= 1 if period == 0 else saved >= 1 or state["partial_epoch"]["step"] >= 1)
     epochs = saved + 2
-    launch(train_run, 2, (None, _opts(tmp_path, cls_teacher, "killed", "SOLVER.EPOCHS", epochs), True, False))
+    launch(train_run, 2, (None, _opts(tmp_path, cls_teacher, "killed", "SOLVER.EPOCHS", epochs, *period_opts),
+                          True, False))
     launch(train_run, 2, (None, _opts(tmp_path, cls_teacher, "straight", "SOLVER.EPOCHS", epochs), False, False))
     resumed, straight = _student_parameters(killed), _student_parameters(tmp_path / "straight")
     assert read_checkpoint(killed / "last.pth")["epoch"] == epochs

@@ -56,6 +56,52 @@ def test_interrupted_run_resumes_to_identical_result(cls_cfg, cls_teacher, tmp_p
     assert len(rows) == 1 + 3  # header + one row per epoch, no duplicates after the resume
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _watch_steps(trainer, seen: list, stop_at: int = 0) -> None:
+    """Record the progress (in epochs) of each of the trainer's training steps in `seen`; the `stop_at`-th
+    (counted over epochs, from 1) raises instead, as a killed run stops."""
+    train_step = trainer.distiller.train_step
+
+    def watched(*args, **kwargs):
+        seen.append(args[2])
+        if len(seen) == stop_at:
+            raise _Interrupted
+        return train_step(*args, **kwargs)
+
+    trainer.distiller.train_step = watched
+
+
+@pytest.mark.parametrize("method_opts", [["DISTILLER.NAME", "kd"], ["DISTILLER.NAME", "slkd"],
+                                         ["DISTILLER.NAME", "hybrid", "HYBRID.TERMS", "['crd', 'mlkd']",
+                                          "CRD.NCE_K", 32]], ids=["kd", "slkd", "crd_mlkd"])
+def test_a_run_resumed_in_the_middle_of_an_epoch_ends_as_the_uninterrupted_one(cls_cfg, cls_teacher, tmp_path,
+                                                                               method_opts):
+    # 40 images in batches of 16: 3 steps an epoch; a checkpoint after step 2 of each, the run stopped at step 3
+    # of epoch 2, so last.pth holds epoch 1 and two steps of epoch 2
+    opts = ["MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher, *method_opts,
+            "TRAIN.CHECKPOINT_PERIOD", 2]
+    straight_trainer, straight = _train(cls_cfg(*opts, "OUTPUT_DIR", tmp_path / "a"))
+    interrupted = Trainer(cls_cfg(*opts, "OUTPUT_DIR", tmp_path / "b"))
+    _watch_steps(interrupted, [], stop_at=3 + 3)
+    with pytest.raises(_Interrupted):
+        interrupted.train()
+    saved = read_checkpoint(tmp_path / "b" / "last.pth")
+    assert saved["epoch"] == 1 and saved["partial_epoch"]["step"] == 2 and len(saved["history"]) == 1
+
+    resumed_trainer = Trainer(cls_cfg(*opts, "OUTPUT_DIR", tmp_path / "b"), resume=True)
+    steps = []
+    _watch_steps(resumed_trainer, steps)
+    resumed = resumed_trainer.train()
+    assert steps == pytest.approx([1 + 2 / 3, 2, 2 + 1 / 3, 2 + 2 / 3])  # the last step of epoch 2, then epoch 3
+    _assert_same_state(straight_trainer.distiller.trainable_state_dict(), resumed_trainer.distiller.trainable_state_dict())
+    for a, b in zip(straight_trainer.history, resumed_trainer.history, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert straight["last_top1"] == resumed["last_top1"] and resumed_trainer.partial_epoch is None
+
+
 def test_slkd_checkpoint_holds_every_network_and_optimizer(cls_cfg, cls_teacher, tmp_path):
     cfg = cls_cfg("DISTILLER.NAME", "slkd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher,
                   "SOLVER.EPOCHS", 1)

@@ -138,3 +138,76 @@ def test_imagenet_is_the_image_folder_under_root_imagenet(cls_cfg, tmp_path):
     data = data_of(cls_cfg, tmp_path, "DATASET.NAME", "imagenet")
     assert (data.num_classes, data.family, data.num_train) == (3, "cifar", 12)
     assert next(iter(data.test))[0].shape == (6, 3, SIZE, SIZE)
+
+
+def test_the_evaluation_crop_is_torchvisions_resize_and_centre_crop():
+    from torchvision import transforms
+
+    from classification.data.folder_loader import RESIZE_RATIO, EvalCrop
+
+    rng = np.random.default_rng(2)
+    for width, height in ((40, 23), (23, 40), (31, 31)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        reference = transforms.Compose([transforms.Resize(round(14 * RESIZE_RATIO)), transforms.CenterCrop(14),
+                                        transforms.PILToTensor()])(image)
+        pixels, flip = EvalCrop(14)(image)
+        assert torch.equal(pixels, reference) and not flip
+
+
+def test_random_resized_boxes_stay_inside_the_image_with_the_recipes_area_and_aspect():
+    from classification.data.folder_loader import random_resized_box, sample_generator
+
+    for index in range(300):
+        left, top, w, h = random_resized_box(60, 45, sample_generator(0, 0, index))
+        assert 0 <= left and left + w <= 60 and 0 <= top and top + h <= 45
+        assert 0.08 * 60 * 45 * 0.9 <= w * h <= 60 * 45 and 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+    # a strip too narrow for any allowed aspect: the largest centred crop of aspect 3/4
+    assert random_resized_box(4, 100, sample_generator(0, 0, 0)) == (0, 47, 4, 5)
+
+
+def test_folder_batches_depend_on_neither_the_workers_nor_where_a_pass_starts(tmp_path):
+    from classification.data.folder_loader import IMAGENET_MEAN, IMAGENET_STD, DeviceLoader, TrainCrop, sample_generator
+
+    write_folder(tmp_path, counts={"train": 6, "val": 2})
+    train, _ = image_folder_datasets(tmp_path, 12)
+
+    def batches(workers, epoch=1, start=0):
+        loader = DeviceLoader(train, 4, train=True, workers=workers, seed=3, device=torch.device("cpu"))
+        loader.set_epoch(epoch, start)
+        return list(loader)
+
+    full = batches(0)
+    seen = torch.cat([b[2] for b in full]).tolist()
+    assert len(full) == 4 and len(set(seen)) == 16 and seen != sorted(seen)  # 18 shuffled, the last 2 dropped
+    for a, b in zip(full, batches(2), strict=True):  # two worker processes: the same images
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for a, b in zip(full[2:], batches(0, start=2), strict=True):  # a pass resumed at batch 2: the same tail
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(full[0][0], batches(0, epoch=2)[0][0])  # another epoch, other crops
+    # each image: its (seed, epoch, index) crop, flipped where drawn, normalised with the ImageNet statistics
+    images, labels, indices = full[0]
+    for image, label, index in zip(images, labels, indices.tolist()):
+        path, expected_label = train.samples[index]
+        pixels, flip = TrainCrop(12)(Image.open(path).convert("RGB"), sample_generator(3, 1, index))
+        pixels = pixels.flip(2) if flip else pixels
+        mean, std = (torch.tensor(v)[:, None, None] for v in (IMAGENET_MEAN, IMAGENET_STD))
+        torch.testing.assert_close(image, (pixels / 255 - mean) / std)
+        assert label == expected_label
+
+
+def test_bench_data_speed_times_the_loader_at_each_worker_count(tmp_path, capsys):
+    import json
+
+    from classification.__main__ import main
+
+    record = tmp_path / "data_speed.json"
+    main(["bench", "--data-speed", "--images", "16", "--batches", "3", "--batch-size", "4", "--workers", "0", "1",
+          "--image-size", "32", "--device", "cpu", "--speed-output", str(record)])
+    printed = capsys.readouterr().out
+    speeds = json.loads(record.read_text())["images_per_second"]
+    assert set(speeds) == {"0", "1"} and all(value > 0 for value in speeds.values())
+    assert "16 synthetic 500x375 JPEGs" in printed and f"| 1         | {speeds['1']:.0f}" in printed
+    write_folder(tmp_path / "pets")  # an image folder of one's own; 12 training images, not one batch of 16
+    with pytest.raises(ValueError, match="fewer images than one batch"):
+        main(["bench", "--data-speed", "--data-root", str(tmp_path / "pets"), "--batch-size", "16", "--workers",
+              "0", "--image-size", "16", "--device", "cpu"])

@@ -17,7 +17,8 @@ from yacs.config import CfgNode
 from unikd.core.distributed import World
 from unikd.core.splits import balanced_subset, holdout_split
 
-from .image_folder import DeviceLoader, family_for, image_folder_datasets
+from .folder_loader import DeviceLoader
+from .image_folder import family_for, image_folder_datasets
 from .imagenet import imagenet_base
 from .memory import InMemoryLoader, random_crop_flip
 from .sources import (
@@ -32,7 +33,7 @@ DATASETS = ("cifar100", "imagenet", "image_folder", "fashion_mnist", "synthetic"
 
 
 class BatchLoader(Protocol):
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 
     def __len__(self) -> int: ...
 

@@ -1,4 +1,5 @@
-"""Image folders: `<base>/{train,val}/<class>/<image>` read with PIL and fed by worker-backed loaders.
+"""Image folders: `<base>/{train,val}/<class>/<image>` read with PIL, fed by worker-backed loaders
+(folder_loader.py).
 
 The classes are the sub-folders of train/ (hidden ones ignored), labelled 0..K-1 in sorted name order; val/
 must hold exactly the same class folders. Images are the files ending in one of IMAGE_EXTENSIONS, at any depth
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -28,17 +29,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
-from unikd.core.distributed import World, shard_of
+from .folder_loader import EvalCrop, TrainCrop
 
-# The ImageNet statistics, used to normalise every image folder (natural images; what pretrained weights expect).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val")
-# Evaluation resizes the short side to this multiple of DATASET.IMAGE_SIZE, then centre-crops (256 -> 224).
-RESIZE_RATIO = 256 / 224
 # DATASET.IMAGE_SIZE up to this many pixels selects the CIFAR model family, larger sizes the ImageNet one.
 CIFAR_FAMILY_MAX_SIZE = 64
 # What PIL raises for a file it cannot open or decode.
@@ -134,11 +129,9 @@ def read_image(path: str) -> Image.Image:
         ) from err
 
 
-class ImageFolderSplit(Dataset):
-    """(transformed image, label) items of one split.
-
-    samples: (path, label) per image; classes: the class names in label order; skipped: the unreadable files
-    left out (DATASET.SKIP_BAD_IMAGES).
+class ImageFolderSplit:
+    """The images of one split: samples, (path, label) per image; classes, the class names in label order;
+    transform, the crop (TrainCrop or EvalCrop); skipped, the unreadable files left out (DATASET.SKIP_BAD_IMAGES).
     """
 
     def __init__(
@@ -162,9 +155,10 @@ class ImageFolderSplit(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def load(self, index: int, generator: torch.Generator) -> tuple[tuple[Tensor, bool], int]:
+        """((uint8 crop, flip), label) of image `index`, its random draws taken from `generator`."""
         path, label = self.samples[index]
-        return self.transform(read_image(path)), label
+        return self.transform(read_image(path), generator), label
 
 
 def report_bad_images(split_dir: Path, bad: dict[str, str], skip_bad_images: bool) -> None:
@@ -202,20 +196,6 @@ def read_split(
     return ImageFolderSplit(samples, list(classes), transform, sorted(bad))
 
 
-def split_transforms(image_size: int) -> tuple[Callable, Callable]:
-    """(training, evaluation) transforms: random-resized crop + flip; resize by RESIZE_RATIO + centre crop."""
-    from torchvision import transforms
-
-    tensor = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    train = transforms.Compose(
-        [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), *tensor]
-    )
-    test = transforms.Compose(
-        [transforms.Resize(round(image_size * RESIZE_RATIO)), transforms.CenterCrop(image_size), *tensor]
-    )
-    return train, test
-
-
 def image_folder_datasets(
     base: Path, image_size: int, skip_bad_images: bool = False, workers: int = 0
 ) -> tuple[ImageFolderSplit, ImageFolderSplit]:
@@ -224,72 +204,7 @@ def image_folder_datasets(
     train_dir, val_dir = split_folders(base)
     classes, val_classes = class_names(train_dir), class_names(val_dir)
     check_same_classes(train_dir, classes, val_dir, val_classes)
-    train_transform, test_transform = split_transforms(image_size)
     return (
-        read_split(train_dir, classes, train_transform, skip_bad_images, workers),
-        read_split(val_dir, classes, test_transform, skip_bad_images, workers),
+        read_split(train_dir, classes, TrainCrop(image_size), skip_bad_images, workers),
+        read_split(val_dir, classes, EvalCrop(image_size), skip_bad_images, workers),
     )
-
-
-class IndexedDataset(Dataset):
-    """(image, label, index) items of a (image, label) dataset."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        image, label = self.dataset[index]
-        return image, label, index
-
-
-class ShardBatches(Sampler):
-    """torch's BatchSampler over `order` (batches of `batch_size`, the global batch; `drop_last` leaves out an
-    incomplete final one), of which this rank yields its share of every batch (`shard_of`). Every rank walks the
-    same order (the same seeded generator), so the ranks' shares joined are the single process's batches."""
-
-    def __init__(self, order: Iterable[int], batch_size: int, drop_last: bool, world: World) -> None:
-        self.batches = BatchSampler(order, batch_size, drop_last)
-        self.world = world
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches:
-            yield batch[shard_of(len(batch), self.world)]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class DeviceLoader:
-    """A worker-backed DataLoader whose shuffling is reseeded per epoch and whose batches land on `device`; in a
-    distributed run each rank loads its share of every global batch (`ShardBatches`)."""
-
-    def __init__(
-        self, dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int, device: torch.device,
-        world: World = World(),
-    ) -> None:
-        self.generator = torch.Generator()
-        self.seed = seed
-        self.device = device
-        order = RandomSampler(dataset, generator=self.generator) if train else range(len(dataset))
-        self.loader = DataLoader(
-            IndexedDataset(dataset),
-            batch_sampler=ShardBatches(order, batch_size, drop_last=train, world=world),
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0,
-            generator=self.generator,
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """(images, labels, indices into the dataset) on the device."""
-        for images, labels, indices in self.loader:
-            yield tuple(t.to(self.device, non_blocking=True) for t in (images, labels, indices))

@@ -3,7 +3,8 @@
 Augmentation (random crop with zero padding, horizontal flip) runs on whole batches on the training device,
 so a GPU run needs no CPU data workers and a CPU run avoids per-image PIL work. The batch order and the
 augmentation draws come from a generator seeded by (seed, epoch): an epoch's batches do not depend on what
-ran before, which is what makes a resumed run match an uninterrupted one.
+ran before, which is what makes a resumed run match an uninterrupted one, also one resumed in the middle of an
+epoch (`set_epoch(epoch, start_batch)` replays the skipped batches' draws without loading their images).
 """
 from __future__ import annotations
 
@@ -90,11 +91,12 @@ class InMemoryLoader:
         self.train = train
         self.seed = seed
         self.pad = pad
-        self.epoch = 0
+        self.epoch = self.start_batch = 0
         self.world = world
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch the next pass draws its order and augmentation for, starting at batch `start_batch`."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def _num_items(self) -> int:
         n, last = len(self.images), len(self.images) % self.batch_size
@@ -108,12 +110,14 @@ class InMemoryLoader:
         n = self._num_items()
         order = torch.randperm(len(self.images), generator=generator)[:n] if self.train else torch.arange(n)
         order = order.to(self.device)
-        for start in range(0, n, self.batch_size):
+        for number, start in enumerate(range(0, n, self.batch_size)):
             batch = order[start : start + self.batch_size]
+            draws = crop_flip_draws(len(batch), self.pad, generator) if self.train else None
+            if number < self.start_batch:
+                continue
             share = shard_of(len(batch), self.world)
             index = batch[share]
             images = self.images[index].float()
-            if self.train:
-                offsets, flips = crop_flip_draws(len(batch), self.pad, generator)
-                images = apply_crop_flip(images, self.pad, offsets[:, share], flips[share])
+            if draws is not None:
+                images = apply_crop_flip(images, self.pad, draws[0][:, share], draws[1][share])
             yield (images - self.mean) / self.std, self.labels[index], index

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +26,13 @@ class AccuracyMeter:
         hits = torch.stack([correct[:, :1].any(1).sum(), correct.any(1).sum()])
         self.hits = hits if self.hits is None else self.hits + hits
         self.count += len(targets)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counts so far (a mid-epoch checkpoint holds them, so the resumed epoch reports every step)."""
+        return {"hits": self.hits, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.hits, self.count = state["hits"], state["count"]
 
     def result(self) -> dict[str, float]:
         """{"top1", "top5"} in percent (0 for an empty meter)."""

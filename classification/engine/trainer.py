@@ -7,7 +7,10 @@ rewrite `metrics.csv`. The selected epoch's student weights go to `best_student.
 top-1 when a validation split exists, else (optimistically) on test top-1. After the last epoch `summary.json`
 records the selected epoch with its validation and test top-1, and the best-test-epoch (optimistic) and
 last-epoch top-1/top-5. `--resume` continues from `last.pth` with every network, optimizer, schedule, RNG state and the
-best accuracy restored, so the run ends with the numbers an uninterrupted run gives.
+best accuracy restored, so the run ends with the numbers an uninterrupted run gives. With TRAIN.CHECKPOINT_PERIOD
+= k > 0, last.pth is also written every k training steps inside an epoch (an ImageNet epoch is hours), holding
+the epoch's position (steps done, the running loss sums and hit counts); `--resume` then continues at the next
+batch of that epoch, with the same order and augmentation, and ends as the uninterrupted run does.
 
 An output folder belongs to one run (`unikd.core.run_dir.claim_output_dir`): a new run into a folder that
 holds a run is refused unless it resumes it or overwrites it, and a second concurrent run is refused. A resumed
@@ -206,6 +209,9 @@ class Trainer:
             self.distiller.optimizer_param_groups(), cfg.SOLVER, scaler
         )
         self.epoch = 0
+        # Where inside epoch self.epoch + 1 the run stands: {"step": steps done, "sums": loss sums, "meter":
+        # AccuracyMeter state, "seconds": time spent}, or None at an epoch boundary (TRAIN.CHECKPOINT_PERIOD).
+        self.partial_epoch: dict[str, Any] | None = None
         # The best test epoch (optimistic: chosen on the test split) and the epoch selected for best_student.pth:
         # on validation top-1 when DATASET.VAL_SIZE > 0, else the best test epoch.
         self.best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
@@ -234,6 +240,7 @@ class Trainer:
             "num_classes": self.data.num_classes,
             "distiller": self.cfg.DISTILLER.NAME,
             "epoch": self.epoch,
+            "partial_epoch": self.partial_epoch,
             "model": self.distiller.trainable_state_dict(),
             "optimizers": self.optimizers.state_dict(),
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
@@ -263,11 +270,14 @@ class Trainer:
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
+        self.partial_epoch = state.get("partial_epoch")  # absent from checkpoints of earlier versions
         self.selected = state.get("selected", self._selected_from_best())  # absent from earlier checkpoints
         self.teacher_accuracy = state["teacher_accuracy"]
         self.config_changes = state.get("config_changes", [])  # absent from checkpoints of earlier versions
         set_rng_state(state["rng"])
-        logger.info("resumed from %s after epoch %d (best top-1 %.2f)", path, self.epoch, self.best["top1"])
+        position = f" and step {self.partial_epoch['step']} of epoch {self.epoch + 1}" if self.partial_epoch else ""
+        logger.info("resumed from %s after epoch %d%s (best top-1 %.2f)", path, self.epoch, position,
+                    self.best["top1"])
         if changes:
             self._apply_changes(changes)
 
@@ -299,6 +309,10 @@ class Trainer:
                 },
                 self.output_dir / BEST,
             )
+        self._save_last()
+
+    def _save_last(self) -> None:
+        """Write last.pth, then config.yaml and metrics.csv (at an epoch's end or, mid-epoch, at its position)."""
         atomic_save(self._checkpoint(), self.output_dir / LAST)
         atomic_write_text(self._config_text(), self.output_dir / CONFIG)
         write_metrics_csv(self.history, self.output_dir / METRICS)
@@ -310,13 +324,19 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------------
     def _train_epoch(self) -> dict[str, float]:
-        loader = self.data.train
-        loader.set_epoch(self.epoch)
+        """Train the rest of epoch self.epoch + 1 (all of it, unless a mid-epoch checkpoint was resumed) and return
+        its mean training losses and top-1; with TRAIN.CHECKPOINT_PERIOD k, write last.pth every k steps."""
+        loader, partial, period = self.data.train, self.partial_epoch or {}, self.cfg.TRAIN.CHECKPOINT_PERIOD
+        first = partial.get("step", 0)
+        loader.set_epoch(self.epoch, first)
         self.distiller.train()
-        meter, sums, steps = AccuracyMeter(), {}, len(loader)
-        bar = tqdm(loader, total=steps, desc=f"epoch {self.epoch + 1}/{self.cfg.SOLVER.EPOCHS}",
+        meter, sums, steps = AccuracyMeter(), dict(partial.get("sums", {})), len(loader)
+        if partial:
+            meter.load_state_dict(partial["meter"])
+        started = time.perf_counter() - partial.get("seconds", 0.0)
+        bar = tqdm(loader, total=steps, initial=first, desc=f"epoch {self.epoch + 1}/{self.cfg.SOLVER.EPOCHS}",
                    disable=not self.cfg.TRAIN.PROGRESS, leave=False, mininterval=2.0)
-        for i, (images, targets, indices) in enumerate(bar):
+        for i, (images, targets, indices) in enumerate(bar, start=first):
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             logits, losses = self.distiller.train_step(
@@ -333,8 +353,14 @@ class Trainer:
                                          + self._rescue_hint()) from None
             if i % 50 == 0 or i == steps - 1:
                 bar.set_postfix(loss=f"{float(total):.3f}")
+            if period and (i + 1) % period == 0 and i + 1 < steps:
+                self.partial_epoch = {"step": i + 1, "sums": dict(sums), "meter": meter.state_dict(),
+                                      "seconds": time.perf_counter() - started}
+                if self.world.is_main:
+                    self._save_last()
+        self.partial_epoch = None
         means = {f"train_{k}": float(v) / steps for k, v in sums.items()}
-        return {**means, "train_top1": meter.result()["top1"]}
+        return {**means, "train_top1": meter.result()["top1"], "seconds": time.perf_counter() - started}
 
     def _rescue_hint(self) -> str:
         if self.epoch == 0:
@@ -393,9 +419,9 @@ class Trainer:
         writer = _tensorboard(self.cfg, self.output_dir) if self.world.is_main else None
         total = self.cfg.SOLVER.EPOCHS
         while self.epoch < total:
-            start = time.perf_counter()
             lr = self.optimizers.optimizers["student"].param_groups[0]["lr"]
             row: dict[str, float] = {"epoch": self.epoch + 1, "lr": lr, **self._train_epoch()}
+            start = time.perf_counter() - row.pop("seconds")
             for scheduler in self.schedulers.values():
                 scheduler.step()
             self.epoch += 1
