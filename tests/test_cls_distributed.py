@@ -71,15 +71,17 @@ def test_gathering_in_one_process_returns_its_rows():
     assert joined is values and order is indices
 
 
-def test_distillers_that_cannot_run_on_several_processes_say_so(cls_cfg, cls_teacher):
-    from classification.engine import Trainer
+def test_a_distiller_with_its_own_update_phases_and_no_parallelize_of_its_own_is_refused(cls_cfg):
+    from classification.distillers.vanilla import Vanilla
+    from classification.models import build_model
 
-    for name, reason in (("slkd", "own update phases"), ("crd", "per-sample memory")):
-        cfg = cls_cfg("DISTILLER.NAME", name, "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher,
-                      "CRD.NCE_K", 8, "OUTPUT_DIR", cls_teacher.parent.parent / name)
-        distiller = Trainer(cfg).distiller
-        with pytest.raises(ValueError, match=reason):
-            distiller.parallelize(None)
+    class TwoPhases(Vanilla):
+        def train_step(self, *args, **kwargs):
+            raise AssertionError("not reached")
+
+    distiller = TwoPhases(build_model("resnet8", 5), None, cls_cfg(), 5)
+    with pytest.raises(ValueError, match="own update phases and no parallelize of its own"):
+        distiller.parallelize(None)
 
 
 def test_launch_refuses_impossible_counts():
@@ -201,3 +203,90 @@ def test_the_cli_spawns_its_workers(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count('"epochs": 1') == 1  # rank 0 alone prints the summary
     assert read_checkpoint(tmp_path / "run" / "last.pth")["epoch"] == 1
+
+
+CRD_STEPS, CRD_BATCH, CRD_DATA = 3, 8, 24
+
+
+def _crd_term_and_batches():
+    """A CRD term (7 negatives, 4-d embeddings, a memory of 24 samples) and 3 fixed global batches of features."""
+    from unikd.terms import TermContext, TermSet
+    from unikd.terms.crd import CRDOptions
+
+    torch.manual_seed(0)
+    context = TermContext("classification", [], [], 4, student_pooled_channels=6, teacher_pooled_channels=5,
+                          train_labels=torch.arange(CRD_DATA) % 4)
+    term = TermSet.build({"crd": CRDOptions(nce_k=7, feat_dim=4)}, context)["crd"]
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(CRD_BATCH, 6, generator=generator), torch.randn(CRD_BATCH, 5, generator=generator),
+                torch.randperm(CRD_DATA, generator=generator)[:CRD_BATCH]) for _ in range(CRD_STEPS)]
+    return term, batches
+
+
+def _crd_steps(term, batches, world: World) -> dict[str, torch.Tensor]:
+    """SGD steps of the term on each batch (this rank's share of it, through DDP, in a distributed run)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from unikd.terms import Batch
+
+    model = DistributedDataParallel(term) if world.distributed else term
+    optimizer = torch.optim.SGD(term.parameters(), lr=0.5)
+    for f_s, f_t, index in batches:
+        rows = shard_of(len(index), world)
+        loss = model(Batch(student_pooled=f_s[rows], teacher_pooled=f_t[rows], indices=index[rows]))["loss_crd"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {k: v.clone() for k, v in term.state_dict().items()}
+
+
+def _crd_on_a_rank(path) -> None:
+    from unikd.core.distributed import current_world
+
+    world = current_world()
+    state = _crd_steps(*_crd_term_and_batches(), world)
+    if world.is_main:
+        torch.save(state, path)
+
+
+def test_crd_on_two_ranks_keeps_the_single_process_memory_and_weights(tmp_path):
+    """Each rank scores its share against the whole memory; the memories move with every rank's embeddings and
+    Z comes from the whole first batch, so both ranks' memories, Z and embeddings are the single process's (the
+    gradient of the global batch's mean loss is the mean of the two shares' gradients, which DDP takes)."""
+    launch(_crd_on_a_rank, 2, (tmp_path / "ddp.pt",))
+    ddp = torch.load(tmp_path / "ddp.pt")
+    single = _crd_steps(*_crd_term_and_batches(), World())
+    assert {"crd.memory.memory_s", "crd.memory.z_s", "crd.embed_s.linear.weight"} <= ddp.keys() == single.keys()
+    for name, value in single.items():
+        torch.testing.assert_close(ddp[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_slkd_sequential_on_two_ranks_trains_what_one_process_averaging_each_phase_does(tmp_path, cls_cfg,
+                                                                                        cls_teacher):
+    from classification.engine import Trainer
+
+    slkd = ("SOLVER.EPOCHS", 1, "DISTILLER.NAME", "slkd", "SLKD.MODE", "sequential")
+    launch(train_run, 2, (None, _opts(tmp_path, cls_teacher, "ddp", *slkd), False, False))
+    ddp = read_checkpoint(tmp_path / "ddp" / "last.pth")["model"]
+
+    # one process: in each phase every share through the networks alone, the shares' mean losses averaged
+    trainer = Trainer(cls_cfg(*_opts(tmp_path, cls_teacher, "single", *slkd)))
+    distiller, optimizers = trainer.distiller, trainer.optimizers
+    slt_names = [f"slt{k}" for k in range(1, len(distiller.slts) + 1)]
+    distiller.train()
+    trainer.data.train.set_epoch(0)
+    for images, targets, _ in trainer.data.train:
+        shares = [shard_of(len(images), world) for world in TWO_RANKS]
+        logits_t = distiller.teacher_outputs(images).logits
+        slt_losses = [distiller._slt_losses(images[s], logits_t[s], targets[s])[1] for s in shares]
+        optimizers.step(sum(slt_losses) / len(shares), slt_names)
+        student_losses = []
+        for s in shares:
+            with torch.no_grad():
+                fused = distiller.fuse([slt(images[s]).logits for slt in distiller.slts])
+            student_losses.append(sum(distiller._student_losses(images[s], logits_t[s], fused, targets[s])[1].values()))
+        optimizers.step(sum(student_losses) / len(shares), ["student"])
+    single = {k: v.detach() for k, v in distiller.named_parameters() if not k.startswith("teacher.")}
+    assert any(k.startswith("slts.1.") for k in single) and any(k.startswith("student.") for k in single)
+    for name, value in single.items():
+        torch.testing.assert_close(ddp[name], value, rtol=1e-5, atol=1e-6, msg=name)

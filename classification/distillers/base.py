@@ -124,13 +124,14 @@ class Distiller(nn.Module):
         """Run `compute_losses` through one DistributedDataParallel over this distiller (the student and every
         trainable module: their gradients are averaged over the ranks in the backward pass; the frozen teacher
         has no trainable parameter, so DDP leaves it alone and each rank keeps its copy). Distillers whose update
-        is more than one backward pass of `compute_losses` (their own `train_step`) refuse."""
+        is more than one backward pass of `compute_losses` (their own `train_step`) must override this."""
         if type(self).train_step is not Distiller.train_step:
-            raise ValueError(f"{type(self).__name__} has its own update phases, which do not run on several "
-                             "processes yet; train it in one process")
-        if self.NEEDS_INDICES:
-            raise ValueError(f"{type(self).__name__} keeps a per-sample memory, which is not shared between "
-                             "processes yet; train it in one process")
+            raise ValueError(f"{type(self).__name__} has its own update phases and no parallelize of its own; "
+                             "train it in one process")
+        self._parallelize_losses(device_ids)
+
+    def _parallelize_losses(self, device_ids: list[int] | None) -> None:
+        """`compute_losses` through one DistributedDataParallel over the whole distiller."""
         # object.__setattr__: a registered submodule would make the distiller its own descendant
         object.__setattr__(self, "_parallel_losses", DistributedDataParallel(_LossesOf(self), device_ids=device_ids))
 

@@ -13,6 +13,10 @@ Unless DETACH_SLT_TARGET, the fused SL-T logits keep their graph in the student'
 pulls the SL-Ts towards the student (the public code's behaviour). MODE sequential first updates each SL-T
 on its own loss, then recomputes the fused logits without autograd (the SL-Ts stay in train mode, so their
 BatchNorm statistics see the batch twice) and updates the student against them.
+
+On several processes (DDP) MODE parallel runs its one backward pass through one DDP over the distiller;
+MODE sequential puts the student and each SL-T in a DDP of its own, so that each phase's backward averages the
+gradients of the networks it updates, each with its own optimizer.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from yacs.config import CfgNode
 
 from unikd.core import kd_loss
@@ -87,6 +92,18 @@ class SLKD(Distiller):
             raise ValueError("SLKD needs slt_factory, a builder of one self-learning teacher")
         self.slts = nn.ModuleList(slt_factory() for _ in range(node.NUM_SLT))
         self.register_buffer("fusion_weights", self._fusion_weights(node), persistent=False)
+        # MODE sequential on several processes: the student and the SL-Ts each in its own DDP (parallelize)
+        self._parallel_student: nn.Module | None = None
+        self._parallel_slts: list[nn.Module] | None = None
+
+    def parallelize(self, device_ids: list[int] | None) -> None:
+        """MODE parallel: the base's one DDP over `compute_losses`. Sequential: a DDP per network (module
+        docstring); the wrappers are kept outside the module tree, so the checkpoint's keys do not change."""
+        if self.node.MODE == "parallel":
+            self._parallelize_losses(device_ids)
+            return
+        object.__setattr__(self, "_parallel_student", DistributedDataParallel(self.student, device_ids=device_ids))
+        self._parallel_slts = [DistributedDataParallel(slt, device_ids=device_ids) for slt in self.slts]
 
     @staticmethod
     def _fusion_weights(node: CfgNode) -> Tensor:
@@ -113,16 +130,18 @@ class SLKD(Distiller):
             logits, logits_t, node.TEMPERATURE
         )
 
-    def _slt_losses(self, images: Tensor, logits_t: Tensor, targets: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Each SL-T's logits and the summed SL-T loss (CE + KD from the teacher)."""
-        slt_logits = [slt(images).logits for slt in self.slts]
+    def _slt_losses(self, images: Tensor, logits_t: Tensor, targets: Tensor, slts: list[nn.Module] | None = None
+                    ) -> tuple[list[Tensor], Tensor]:
+        """Each SL-T's logits and the summed SL-T loss (CE + KD from the teacher); `slts`: the SL-Ts to run (by
+        default the modules themselves)."""
+        slt_logits = [slt(images).logits for slt in (self.slts if slts is None else slts)]
         return slt_logits, sum(self._teacher_terms(z, logits_t, targets) for z in slt_logits)
 
     def _student_losses(
-        self, images: Tensor, logits_t: Tensor, fused: Tensor, targets: Tensor
+        self, images: Tensor, logits_t: Tensor, fused: Tensor, targets: Tensor, student: nn.Module | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         node = self.node
-        logits = self.student(images).logits
+        logits = (self.student if student is None else student)(images).logits
         ce = cross_entropy(logits, targets)
         from_slts = node.CE_WEIGHT_CS * ce + node.KD_WEIGHT_CS * kd_loss(logits, fused, node.TEMPERATURE)
         return logits, {
@@ -157,12 +176,12 @@ class SLKD(Distiller):
             return super().train_step(images, targets, progress, optimizers, autocast, indices)
         with autocast():
             logits_t = self.teacher_outputs(images).logits
-            _, slt_loss = self._slt_losses(images, logits_t, targets)
+            _, slt_loss = self._slt_losses(images, logits_t, targets, self._parallel_slts)
         optimizers.step(slt_loss, [f"slt{k}" for k in range(1, len(self.slts) + 1)])
         with autocast():
             with torch.no_grad():
                 fused = self.fuse([slt(images).logits for slt in self.slts])
-            logits, losses = self._student_losses(images, logits_t, fused, targets)
+            logits, losses = self._student_losses(images, logits_t, fused, targets, self._parallel_student)
         optimizers.step(sum(losses.values()), ["student"])
         losses["loss_slt"] = slt_loss
         return detached(logits, losses)

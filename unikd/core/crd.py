@@ -14,6 +14,10 @@ distribution P_n = 1 / num_data:
     L = -1/N sum_i [ log(P_pos / (P_pos + K P_n + eps)) + sum_neg log(K P_n / (P_neg + K P_n + eps)) ]
 
 and the two memories move towards the batch afterwards: M[idx] <- normalize(m M[idx] + (1 - m) v).
+
+Several processes (DDP): every rank keeps the whole memory and updates it with the embeddings and indices of
+every rank's share (all-gathered), and Z is estimated from the whole first global batch, so every rank's memory
+is the single process's; each rank scores its own share (RepDistiller itself runs in one process).
 Defaults (feat_dim 128, K = 16384, T = 0.07, m = 0.5, "exact" sampling, distinct negatives where the
 anchor's class leaves K others) are RepDistiller's CIFAR-100 settings. Scores and losses are float32.
 """
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import check_choice
+from .distributed import World, all_reduce_sum, current_world, gather_rows, row_counts
 
 NCE_EPS = 1e-7
 _MODES = ("exact", "relax")
@@ -94,6 +99,7 @@ class ContrastMemory(nn.Module):
         self.register_buffer("memory_t", torch.rand(num_data, dim) * (2 * stdv) - stdv)
         self.register_buffer("z_s", torch.tensor(-1.0))
         self.register_buffer("z_t", torch.tensor(-1.0))
+        self._z_shared = False  # whether a forward has run (a distributed run then stops averaging Z's estimate)
 
     @property
     def num_data(self) -> int:
@@ -114,18 +120,35 @@ class ContrastMemory(nn.Module):
         return torch.exp(dots / self.temperature)
 
     @torch.no_grad()
-    def _set_z_once(self, z: Tensor, raw_scores: Tensor) -> None:
-        """Z = mean(exp scores) * num_data from the first batch; fixed afterwards.
+    def _set_z_once(self, z: Tensor, raw_scores: Tensor, world: World) -> None:
+        """Z = mean(exp scores) * num_data from the first batch (the whole global batch's scores in a distributed
+        run); fixed afterwards.
 
-        torch.where instead of a Python test on z keeps the check on the device (no synchronisation).
+        torch.where instead of a Python test on z keeps the check on the device (no synchronisation); a
+        distributed run averages over the ranks only until its first batch has set Z.
         """
-        z.copy_(torch.where(z < 0, raw_scores.mean() * self.num_data, z))
+        if world.distributed and not self._z_shared:
+            totals = all_reduce_sum(torch.stack([raw_scores.sum(), raw_scores.new_tensor(raw_scores.numel())]), world)
+            mean = totals[0] / totals[1]
+        else:
+            mean = raw_scores.mean()
+        z.copy_(torch.where(z < 0, mean * self.num_data, z))
 
     @torch.no_grad()
     def _update(self, memory: Tensor, v: Tensor, index: Tensor) -> None:
         """memory[index] <- normalize(m * memory[index] + (1 - m) * v), outside autograd."""
         mixed = memory[index] * self.momentum + v.detach() * (1 - self.momentum)
         memory.index_copy_(0, index, F.normalize(mixed, dim=1))
+
+    def _update_both(self, v_s: Tensor, v_t: Tensor, index: Tensor, world: World) -> None:
+        """Both memories' update with this batch; in a distributed run with every rank's share of it."""
+        if world.distributed:
+            sizes = row_counts(len(index), world)
+            joined = gather_rows(torch.cat([v_s.detach(), v_t.detach()], dim=1), world, sizes)
+            v_s, v_t = joined.split(v_s.shape[1], dim=1)
+            index = gather_rows(index, world, sizes)
+        self._update(self.memory_s, v_s, index)
+        self._update(self.memory_t, v_t, index)
 
     def forward(self, v_s: Tensor, v_t: Tensor, index: Tensor, contrast_index: Tensor) -> tuple[Tensor, Tensor]:
         """Scores (out_s, out_t), each [N, K+1], then the momentum update of both memories at `index`.
@@ -139,13 +162,14 @@ class ContrastMemory(nn.Module):
         _check_indices(index, contrast_index, v_s.shape[0], self.num_data)
         index, contrast_index = index.long(), contrast_index.long()
         v_s, v_t = v_s.float(), v_t.float()
+        world = current_world()
         raw_s = self._scores(v_s, self.memory_t, contrast_index)
         raw_t = self._scores(v_t, self.memory_s, contrast_index)
-        self._set_z_once(self.z_s, raw_s)
-        self._set_z_once(self.z_t, raw_t)
+        self._set_z_once(self.z_s, raw_s, world)
+        self._set_z_once(self.z_t, raw_t, world)
+        self._z_shared = True
         out_s, out_t = raw_s / self.z_s, raw_t / self.z_t
-        self._update(self.memory_s, v_s, index)
-        self._update(self.memory_t, v_t, index)
+        self._update_both(v_s, v_t, index, world)
         return out_s, out_t
 
 

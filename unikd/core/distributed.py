@@ -151,25 +151,49 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+def row_counts(rows: int, world: World) -> list[int]:
+    """The number of rows each rank holds (every rank tells its `rows`), in rank order."""
+    if not world.distributed:
+        return [rows]
+    count = torch.tensor([rows], device=_collective_device())
+    counts = [torch.zeros_like(count) for _ in range(world.size)]
+    dist.all_gather(counts, count)
+    return [int(c.item()) for c in counts]
+
+
+def gather_rows(tensor: Tensor, world: World, sizes: list[int] | None = None) -> Tensor:
+    """Every rank's rows of `tensor` joined in rank order, on every rank (ranks may hold different numbers of rows;
+    `sizes`, from `row_counts`, saves asking again). Outside autograd: the result carries no gradient."""
+    if not world.distributed:
+        return tensor
+    sizes = sizes if sizes is not None else row_counts(len(tensor), world)
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))  # all_gather needs one shape on every rank
+    padded[: len(tensor)] = tensor.detach()
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def all_reduce_sum(tensor: Tensor, world: World) -> Tensor:
+    """The sum of `tensor` over every rank (the tensor itself in one process)."""
+    if not world.distributed:
+        return tensor
+    total = tensor.detach().clone()
+    dist.all_reduce(total)
+    return total
+
+
 def gather_by_index(values: Tensor, indices: Tensor, world: World) -> tuple[Tensor, Tensor]:
     """Every rank's rows of `values` (keyed by their dataset `indices`), joined and sorted by index, on every rank:
     a sharded evaluation's predictions in the data set's order, each image exactly once."""
     if not world.distributed:
         return values, indices
-    count = torch.tensor([len(indices)], device=values.device)
-    counts = [torch.zeros_like(count) for _ in range(world.size)]
-    dist.all_gather(counts, count)
-    sizes = [int(c.item()) for c in counts]
-    joined_values, joined_indices = (_all_gather_rows(t, sizes) for t in (values, indices))
+    sizes = row_counts(len(indices), world)
+    joined_values, joined_indices = (gather_rows(t, world, sizes) for t in (values, indices))
     order = joined_indices.argsort()
     return joined_values[order], joined_indices[order]
 
 
-def _all_gather_rows(tensor: Tensor, sizes: list[int]) -> Tensor:
-    """Every rank's `tensor` (rank r holding sizes[r] rows) joined in rank order: padded to the longest for
-    all_gather, which needs one shape on every rank, then cut back."""
-    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
-    padded[: len(tensor)] = tensor
-    parts = [torch.zeros_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+def _collective_device() -> torch.device:
+    """Where the process group's tensors must live: the current CUDA device under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

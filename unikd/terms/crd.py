@@ -8,6 +8,8 @@ end's `train_labels`); it is part of the checkpoint, so resumed runs continue wi
 anchor are distinct whenever its class leaves K other samples (REPLACEMENT auto, the CIFAR-100 samplers of
 HobbitLong/RepDistiller and megvii-research/mdistiller); REPLACEMENT always draws them with replacement, as
 mdistiller's ImageNet sampler (mdistiller/dataset/imagenet.py), which the catalog's ImageNet configs use.
+On several processes every rank draws the global batch's contrast indices and updates its memory with every
+rank's share (unikd/core/crd.py), so the memory and the draws are the single process's.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch import Tensor
 
 from ..core.checks import check_choice
 from ..core.crd import REPLACEMENT_MODES, ContrastSampler, CRDLoss
+from ..core.distributed import current_world, gather_rows, row_counts
 from .base import NEEDS_INDICES, NEEDS_POOLED, Batch, Term, TermContext, TermOptions, option, register_term
 
 CONTRAST_MODES = ("exact", "relax")
@@ -59,6 +62,19 @@ class CRDTerm(Term):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         opts = self.options
         index = batch.indices.to(self.sampler.order.device)
-        contrast = self.sampler(index, opts.nce_k, mode=opts.mode, replacement=opts.replacement)
+        contrast = self._contrast(index)
         loss = self.crd(batch.student_pooled, batch.teacher_pooled, index, contrast)
         return {"loss_crd": opts.weight * loss}
+
+    def _contrast(self, index: Tensor) -> Tensor:
+        """Contrast indices of the batch `index`. In a distributed run every rank draws them for the whole global
+        batch (all ranks' indices, in rank order) and keeps its own rows: the draws are the single process's, and
+        the ranks' random streams stay alike."""
+        opts, world = self.options, current_world()
+        if not world.distributed:
+            return self.sampler(index, opts.nce_k, mode=opts.mode, replacement=opts.replacement)
+        sizes = row_counts(len(index), world)
+        everyone = self.sampler(gather_rows(index, world, sizes), opts.nce_k, mode=opts.mode,
+                                replacement=opts.replacement)
+        start = sum(sizes[: world.rank])
+        return everyone[start : start + len(index)]
