@@ -239,3 +239,12 @@ def test_a_stage_logs_to_its_log_file_and_prints_one_line_at_its_start_and_end(t
         print("streamed")
         log.finish("done")
     assert "streamed" in capsys.readouterr().out
+
+
+def test_an_option_added_since_a_run_was_written_counts_at_its_default():
+    from unikd.core.checks import config_differences
+
+    written, defaults = "A: 1\nB: {C: 2}\n", "A: 0\nB: {C: 0, NEW: false}\n"
+    assert config_differences(written, "A: 1\nB: {C: 2, NEW: false}\n", defaults=defaults) == {}
+    assert config_differences(written, "A: 1\nB: {C: 2, NEW: true}\n", defaults=defaults) == {"B.NEW": (False, True)}
+    assert config_differences(written, "A: 1\nB: {C: 2, NEW: false}\n") == {"B.NEW": (None, False)}  # no defaults

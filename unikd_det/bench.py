@@ -60,8 +60,13 @@ class DetectionTask(BenchTask):
     def prepare(self) -> None:
         register_builtin_datasets(self.test_sets, DATA_ROOT)
 
-    def stage_config(self, stage: Stage, teacher_weights: str) -> CfgNode:
+    def default_config(self) -> CfgNode:
         cfg = get_cfg()
+        add_distill_config(cfg)
+        return cfg
+
+    def stage_config(self, stage: Stage, teacher_weights: str) -> CfgNode:
+        cfg = self.default_config()
         add_distill_config(cfg)
         merge_config_file(cfg, str(stage.config))
         cfg.merge_from_list(list(stage.overrides))

@@ -19,7 +19,7 @@ from unikd.bench.report import Column, TableSpec
 from unikd.bench.task import BenchTask
 
 from ..analysis import analyze
-from ..config import RUN_ENVIRONMENT_KEYS, load_cfg
+from ..config import RUN_ENVIRONMENT_KEYS, get_cfg, load_cfg
 from ..distillers import get_distiller_class
 from ..engine.trainer import LAST, SUMMARY, Trainer
 
@@ -65,6 +65,9 @@ class ClassificationTask(BenchTask):
             opts += ["MODEL.STUDENT", stage.pair.student, "MODEL.TEACHER", stage.teacher.arch,
                      "MODEL.TEACHER_CHECKPOINT", teacher_weights, "TRAIN.SEED", str(stage.seed)]
         return load_cfg(stage.config, opts + ["OUTPUT_DIR", str(stage.folder)])
+
+    def default_config(self) -> CfgNode:
+        return get_cfg()
 
     def teacher_weights(self, stage: Stage) -> str:
         return str(stage.folder / LAST)

@@ -73,7 +73,7 @@ def stale_reasons(planned: PlannedStage) -> list[str]:
     if not written.is_file():
         return []
     changes = config_differences(written.read_text(encoding="utf-8"), planned.cfg,
-                                 ignore=planned.task.environment_keys)
+                                 ignore=planned.task.environment_keys, defaults=planned.task.default_config())
     reasons = [f"{key} was {old!r}, is now {new!r}" for key, (old, new) in changes.items()]
     teacher = Path(planned.teacher_file) if planned.teacher_file else None
     if teacher is not None and teacher.is_file() and teacher.stat().st_mtime > written.stat().st_mtime:

@@ -37,6 +37,11 @@ class BenchTask(ABC):
     def prepare(self) -> None:
         """Make what every stage reads available (register data sets); called once per process."""
 
+    def default_config(self) -> Any:
+        """The front end's default config: a key a stage's stored config lacks (an option added since it ran)
+        counts at its default when the runner looks for stale stages (None: every key must match)."""
+        return None
+
     @abstractmethod
     def stage_config(self, stage: Stage, teacher_weights: str) -> Any:
         """The stage's config: its file, the grid's and method's overrides, its seed, its OUTPUT_DIR (the stage

@@ -96,27 +96,39 @@ def check_config_values(node: Mapping[str, Any], rules: Sequence[ValueRule]) -> 
     return warnings
 
 
-def config_differences(old: Any, new: Any, ignore: Collection[str] = ()) -> dict[str, tuple[Any, Any]]:
+def config_differences(old: Any, new: Any, ignore: Collection[str] = (), defaults: Any = None
+                       ) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (old value, new value)} for every leaf whose value differs (None where a side lacks the key).
 
     Each side is a config node (anything with `dump()`, yacs or Detectron2) or its YAML text, as a run folder's
-    `config.yaml` or a checkpoint stores it; both are compared as YAML values, so tuples equal lists.
+    `config.yaml` or a checkpoint stores it; both are compared as YAML values, so tuples equal lists. With
+    `defaults` (the toolkit's default config), a key one side lacks counts at its default value: an option added
+    since a run was written does not make the run another one while the option keeps its default.
     """
-    a, b = (dict(config_leaves(yaml.safe_load(c if isinstance(c, str) else c.dump()) or {})) for c in (old, new))
+    a, b = _leaves(old), _leaves(new)
+    if defaults is not None:
+        base = _leaves(defaults)
+        a, b = ({**{k: base[k] for k in other.keys() - side.keys() if k in base}, **side}
+                for side, other in ((a, b), (b, a)))
     return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
             if key not in ignore and a.get(key) != b.get(key)}
 
 
+def _leaves(config: Any) -> dict[str, Any]:
+    """{dotted key: value} of a config node or its YAML text."""
+    return dict(config_leaves(yaml.safe_load(config if isinstance(config, str) else config.dump()) or {}))
+
+
 def check_resume_changes(
-    saved: Any, current: Any, may_change: Collection[str], source: str, saved_config: str
+    saved: Any, current: Any, may_change: Collection[str], source: str, saved_config: str, defaults: Any = None
 ) -> dict[str, tuple[Any, Any]]:
     """The values a resume changes relative to the config the run was trained with (`saved`, from `source`).
 
     Raises ValueError listing every changed key outside `may_change` with both values: a run resumed with
     other values would report numbers of a run nobody configured. `saved_config` is where the user finds
-    the run's own values.
+    the run's own values. `defaults`: as in `config_differences` (a run from before an option existed resumes).
     """
-    changes = config_differences(saved, current)
+    changes = config_differences(saved, current, defaults=defaults)
     refused = {key: values for key, values in changes.items() if key not in may_change}
     if refused:
         listed = "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, (old, new) in refused.items())
