@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=positive_int, default=3,
                        help="interleaved rounds; the median step is reported")
     bench.add_argument("--device", default="auto")
+    bench.add_argument("--compile", action="store_true",
+                       help="with --speed: also time every step with its networks compiled (TRAIN.COMPILE)")
     bench.add_argument("--speed-output", type=Path,
                        help="with --speed or --data-speed: also write the measurement, table and machine as JSON")
     bench.add_argument("--data-speed", action="store_true",
@@ -126,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", type=positive_int, default=256, help="with --data-speed: synthetic JPEGs")
     bench.add_argument("--workers", type=int, nargs="+", default=[0, 2],
                        help="with --data-speed: DataLoader worker counts to time")
-    bench.add_argument("--image-size", type=positive_int, default=224, help="with --data-speed: crop size")
+    bench.add_argument("--image-size", type=positive_int,
+                       help="input side: --speed 32 by default (above 64 the ImageNet zoo, 1000 classes), "
+                            "--data-speed's crops 224")
+    bench.add_argument("--fp32", action="store_true", help="with --speed on CUDA: AMP off (TRAIN.AMP False)")
+    bench.add_argument("--no-channels-last", action="store_true",
+                       help="with --speed on CUDA: TRAIN.CHANNELS_LAST False")
     bench.add_argument("--batches", type=positive_int, default=20, help="with --data-speed: timed batches")
     bench.set_defaults(func=_bench)
 

@@ -132,6 +132,9 @@ def _base_defaults() -> CN:
     # Training steps between mid-epoch checkpoints (last.pth with the epoch's position; --resume continues at the
     # next batch exactly); 0: only at the end of each epoch.
     cfg.TRAIN.CHECKPOINT_PERIOD = 0
+    # Run the student, the teacher (and SLKD's SL-Ts) through torch.compile; the loss terms stay eager. Compiled
+    # kernels may round differently from eager ones, so a run keeps the setting it started with.
+    cfg.TRAIN.COMPILE = False
     # Distributed CUDA runs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's share.
     cfg.TRAIN.SYNC_BN = False
     cfg.OUTPUT_DIR = "output/classification"

@@ -176,3 +176,31 @@ def test_train_command_with_overrides(tmp_path, cls_cfg, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["student"] == "resnet14" and summary["epochs"] == 1
     assert (tmp_path / "cli" / "last.pth").is_file()
+
+
+def test_train_compile_compiles_every_network_a_step_runs(cls_cfg, cls_teacher, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda module, *a, **k: compiled.append(module))
+    trainer = Trainer(cls_cfg("DISTILLER.NAME", "slkd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT",
+                              cls_teacher, "TRAIN.COMPILE", True))
+    distiller = trainer.distiller
+    assert compiled == [distiller.student, distiller.teacher, *distiller.slts]
+    Trainer(cls_cfg("DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher,
+                    "OUTPUT_DIR", cls_teacher.parent.parent / "eager"))
+    assert len(compiled) == 4  # without TRAIN.COMPILE nothing more is compiled
+
+
+@pytest.mark.slow
+def test_a_compiled_run_keeps_its_checkpoint_keys_and_resumes_exactly(cls_cfg, cls_teacher, tmp_path):
+    opts = ["DISTILLER.NAME", "kd", "MODEL.TEACHER", "resnet14", "MODEL.TEACHER_CHECKPOINT", cls_teacher,
+            "TRAIN.COMPILE", True, "SOLVER.EPOCHS", 2]
+    straight_trainer, straight = _train(cls_cfg(*opts, "OUTPUT_DIR", tmp_path / "a"))
+    _train(cls_cfg(*opts, "OUTPUT_DIR", tmp_path / "b", "SOLVER.EPOCHS", 1))
+    resumed_trainer, resumed = _train(cls_cfg(*opts, "OUTPUT_DIR", tmp_path / "b"), resume=True)
+    _assert_same_state(straight_trainer.distiller.trainable_state_dict(), resumed_trainer.distiller.trainable_state_dict())
+    assert straight["last_top1"] == resumed["last_top1"]
+    eager_trainer, _ = _train(cls_cfg(*opts[:6], "SOLVER.EPOCHS", 2, "OUTPUT_DIR", tmp_path / "eager"))
+    eager_state = eager_trainer.distiller.trainable_state_dict()
+    assert eager_state.keys() == straight_trainer.distiller.trainable_state_dict().keys()  # no _orig_mod. prefix
+    for name, value in straight_trainer.distiller.student.named_parameters():
+        torch.testing.assert_close(value, eager_state[f"student.{name}"], rtol=1e-3, atol=1e-4, msg=name)

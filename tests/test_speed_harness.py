@@ -215,3 +215,18 @@ def test_detection_benchmark_prints_and_records_its_ratios(mosaic_data, monkeypa
         assert float(cells[variant][2]) == pytest.approx(expected, abs=5e-4)
         assert record["ratios"][variant] == {"floor": {"student": 1, "teacher": 1}, "ratio": pytest.approx(expected)}
     assert record["settings"]["aff_channels"] == [16] and "output" not in record["settings"]
+
+
+@pytest.mark.slow
+def test_the_speed_bench_times_compiled_steps_against_the_compiled_floor(capsys):
+    from classification.__main__ import build_parser
+    from classification.bench import run_speed
+
+    args = build_parser().parse_args(["bench", "--speed", "--compile", "--methods", "kd", "--student", "resnet8",
+                                      "--teacher", "resnet14", "--batch-size", "2", "--steps", "1", "--rounds", "1",
+                                      "--device", "cpu"])
+    ratios = run_speed(args)
+    assert list(ratios) == ["kd", "kd compiled"] and all(ratio > 0 for ratio in ratios.values())
+    cells = {row[0]: row for row in table_cells(capsys.readouterr().out.split("\n\n")[-1].split("medians\n")[-1])}
+    assert {"student (a) compiled", "teacher forward (b) compiled", "kd compiled (c)"} <= cells.keys()
+    assert cells["kd compiled (c)"][3] == "<= 1.05"

@@ -2,7 +2,7 @@
 """Speed of distillation relative to its unavoidable parts, measured in one run.
 
     python tools/benchmark_det.py [--size 128] [--batch 8] [--iters 4] [--rounds 3]
-        [--aff-channels 16 32 64] [--methods roi_kd dkd ...] [--device cpu|cuda] [--output FILE]
+        [--aff-channels 16 32 64] [--methods roi_kd dkd ...] [--device cpu|cuda] [--amp] [--output FILE]
 
 On the built-in Fashion-MNIST mosaics at a fixed image size, with the demo's R18-FPN student and R50-FPN teacher
 (random weights: speed does not depend on them), it times the median iteration of
@@ -10,7 +10,7 @@ On the built-in Fashion-MNIST mosaics at a fixed image size, with the demo's R18
   teacher      the teacher forward alone as distillation runs it (preprocess, backbone, box head on the
                student's number of sampled ROIs), under no_grad
   roi_kd ...   a DistillRCNN training step with each method of TERM_VARIANTS (ROI KD, DKD, FitNet, FitNet + KD,
-               FGFI, ReviewKD, ReviewKD + DKD, MLKD; `--methods` picks a subset)
+               FGFI, ReviewKD, ReviewKD + DKD, MLKD, PKD, CWD, FGD; `--methods` picks a subset)
   unikd@C      a DistillRCNN training step with UniKD, AFF width C
 and prints ratio = distill / (student + teacher). The shared harness `unikd.bench.speed` times the variants in
 interleaved rounds on the same batch, so machine noise hits all of them alike. Target: <= 1.10 for UniKD.
@@ -19,6 +19,7 @@ interleaved rounds on the same batch, so machine noise hits all of them alike. T
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -53,6 +54,9 @@ TERM_VARIANTS = {
     "reviewkd": ["DISTILL.REVIEWKD.ENABLED", True],
     "reviewkd+dkd": ["DISTILL.REVIEWKD.ENABLED", True, "DISTILL.DKD.ENABLED", True],
     "mlkd": ["DISTILL.MLKD.ENABLED", True],
+    "pkd": ["DISTILL.PKD.ENABLED", True],
+    "cwd": ["DISTILL.CWD.ENABLED", True],
+    "fgd": ["DISTILL.FGD.ENABLED", True],
 }
 STUDENT_CONFIG = "configs/Demo/student-R18.yaml"
 # What every distillation step is divided by: one student training step plus one teacher forward.
@@ -73,8 +77,18 @@ def make_cfg(args: argparse.Namespace, teacher_weights: str, *opts) -> CfgNode:
     return cfg
 
 
-def training_step(model: torch.nn.Module, batch: list[dict]) -> Callable[[], None]:
-    """One full training step of `model` on `batch` (forward, backward, SGD update) as a closure.
+def autocast_for(args: argparse.Namespace) -> Callable[[], contextlib.AbstractContextManager]:
+    """`--amp`: the forward passes under float16 autocast, as Detectron2's AMPTrainer runs them (CUDA only)."""
+    if not args.amp:
+        return contextlib.nullcontext
+    if torch.device(args.device).type != "cuda":
+        raise SystemExit("--amp needs --device cuda (Detectron2's AMPTrainer runs on CUDA)")
+    return lambda: torch.autocast("cuda", dtype=torch.float16)
+
+
+def training_step(model: torch.nn.Module, batch: list[dict], autocast: Callable = contextlib.nullcontext
+                  ) -> Callable[[], None]:
+    """One full training step of `model` on `batch` (forward under `autocast`, backward, SGD update) as a closure.
 
     At LR 0: the update still runs (same cost), but the weights stay put, so repeating the step on one batch
     cannot diverge (at LR 1e-4 a random-weight variant hit NaN in the second round)."""
@@ -82,7 +96,8 @@ def training_step(model: torch.nn.Module, batch: list[dict]) -> Callable[[], Non
     model.train()
 
     def step() -> None:
-        losses = model(batch)
+        with autocast():
+            losses = model(batch)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
@@ -90,7 +105,8 @@ def training_step(model: torch.nn.Module, batch: list[dict]) -> Callable[[], Non
     return step
 
 
-def teacher_step(teacher: FrozenTeacher, student_model, batch: list[dict], rois_per_image: int) -> Callable[[], None]:
+def teacher_step(teacher: FrozenTeacher, student_model, batch: list[dict], rois_per_image: int,
+                 autocast: Callable = contextlib.nullcontext) -> Callable[[], None]:
     """The teacher's share of a distillation step as a closure: its preprocessing, backbone and box head on
     `rois_per_image` fixed random boxes per image (the student's number of sampled ROIs)."""
     images = student_model.preprocess_image(batch)
@@ -102,8 +118,9 @@ def teacher_step(teacher: FrozenTeacher, student_model, batch: list[dict], rois_
         boxes.append(Boxes(torch.cat([xy, xy + wh], dim=1).to(teacher.device)))
 
     def step() -> None:
-        teacher_images = teacher.preprocess(batch, student_model.input_format, like=images)
-        teacher.roi_logits(teacher.features(teacher_images), boxes)
+        with autocast():
+            teacher_images = teacher.preprocess(batch, student_model.input_format, like=images)
+            teacher.roi_logits(teacher.features(teacher_images), boxes)
 
     return step
 
@@ -117,8 +134,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--aff-channels", type=int, nargs="+", default=[32])
     parser.add_argument("--methods", nargs="+", choices=sorted(TERM_VARIANTS), default=list(TERM_VARIANTS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="float16 autocast, as SOLVER.AMP.ENABLED (CUDA only)")
     parser.add_argument("--output", type=Path, help="also write the measurement (samples, ratios, table) as JSON")
     args = parser.parse_args(argv)
+    autocast = autocast_for(args)
 
     torch.manual_seed(0)
     register_fashion_mosaic(REPO / "datasets" / "fashion_mosaic")
@@ -132,8 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         student = build_model(base)
         teacher = FrozenTeacher.from_config(teacher_cfg)
         steps = {
-            "student": training_step(student, batch),
-            "teacher": teacher_step(teacher, student, batch, base.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
+            "student": training_step(student, batch, autocast),
+            "teacher": teacher_step(teacher, student, batch, base.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, autocast),
         }
         variants = {name: TERM_VARIANTS[name] for name in args.methods}
         for channels in args.aff_channels:
@@ -141,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for name, opts in variants.items():
             model = build_model(make_cfg(args, teacher_weights, "MODEL.META_ARCHITECTURE", "DistillRCNN", *opts))
             model.build_teacher()
-            steps[name] = training_step(model, batch)
+            steps[name] = training_step(model, batch, autocast)
         with EventStorage(0):  # DistillRCNN's training step logs to the current event storage
             timings = time_interleaved(steps, rounds=args.rounds, calls_per_round=args.iters, device=args.device)
 
@@ -151,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows = [[name, f"{seconds:.3f}", f"{ratios[name]:.3f}" if name in ratios else ""]
             for name, seconds in medians.items()]
     table = render_table(rows, ["step", "median s/iter", "distill / (student + teacher)"])
-    print(f"\nimage {args.size}x{args.size}, batch {args.batch}, device {args.device}, "
+    print(f"\nimage {args.size}x{args.size}, batch {args.batch}, device {args.device}, amp {args.amp}, "
           f"torch threads {torch.get_num_threads()}")
     print(table)
     if args.output:

@@ -29,6 +29,7 @@ from ..engine.runtime import resolve_device
 SYNTHETIC_SIZE = (500, 375)  # width, height: the most common ImageNet training image size
 SYNTHETIC_CLASSES = 8
 JPEG_QUALITY = 90
+DEFAULT_CROP = 224  # --image-size when not given: the ImageNet recipe's crops
 
 
 def write_synthetic_jpegs(root: Path, count: int, seed: int = 0) -> Path:
@@ -77,7 +78,8 @@ def run_data_speed(args: argparse.Namespace, output: str | Path | None = None) -
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="unikd-data-speed-") as scratch:
         root = Path(args.data_root) if args.data_root else write_synthetic_jpegs(Path(scratch), args.images)
-        train, _ = image_folder_datasets(root, args.image_size, workers=max(args.workers))
+        size = args.image_size or DEFAULT_CROP
+        train, _ = image_folder_datasets(root, size, workers=max(args.workers))
         speeds = {}
         for workers in args.workers:
             loader = DeviceLoader(train, args.batch_size, train=True, workers=workers, seed=0, device=device)
@@ -86,7 +88,7 @@ def run_data_speed(args: argparse.Namespace, output: str | Path | None = None) -
     rows = [[str(w), f"{s:.0f}", f"{1000 * args.batch_size / s:.0f}"] for w, s in speeds.items()]
     table = render_table(rows, ["workers", "images/s", "ms per batch"])
     source = args.data_root or f"{args.images} synthetic {SYNTHETIC_SIZE[0]}x{SYNTHETIC_SIZE[1]} JPEGs"
-    print(f"\ntraining loader: {source}, crops of {args.image_size}, batch {args.batch_size}, {device}, "
+    print(f"\ntraining loader: {source}, crops of {size}, batch {args.batch_size}, {device}, "
           f"{args.batches} timed batches")
     print(table)
     if output is not None:

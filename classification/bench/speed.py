@@ -1,7 +1,8 @@
 """`python -m classification bench --speed`: training-step cost of each distiller against its baseline.
 
 Measured in one process by the shared harness `unikd.bench.speed`, interleaved over rounds so machine noise hits
-every variant alike, at batch `--batch-size` of random 32x32 images (100 classes) for `--teacher` -> `--student`:
+every variant alike, at batch `--batch-size` of random 32x32 images (100 classes; `--image-size` S above 64: S x S
+images, 1000 classes, the ImageNet zoo) for `--teacher` -> `--student`:
   a: a vanilla training step of the student;
   b: a teacher forward under torch.inference_mode;
   d: a vanilla training step of the teacher architecture (SLKD trains NUM_SLT of those);
@@ -9,7 +10,8 @@ every variant alike, at batch `--batch-size` of random 32x32 images (100 classes
 It prints c / (a + b) for every method and, for SLKD, c / (a + b + NUM_SLT * d), each beside its target where
 TARGETS has one (KD <= 1.05, UniKD <= 1.10, SLKD <= 1.05 of its own floor), plus peak memory on CUDA. A method
 is a registered distiller name or a hybrid written as its terms joined by "+" (`kd+fitnet`); by default every
-registered method and the papers' hybrids are timed. CRD's memory has CIFAR-100's 50000 rows.
+registered method and the papers' hybrids are timed. CRD's memory has CIFAR-100's 50000 rows. `--compile` also
+times every step with its networks compiled (TRAIN.COMPILE), against the compiled floor.
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ from unikd.terms import registered_terms, term_class
 from ..config import get_cfg
 from ..distillers import get_distiller_class, registered_distillers
 from ..distillers.terms import SUPPORTED
+from ..data.image_folder import family_for
 from ..engine.optim import build_optimizers
-from ..engine.runtime import autocast_factory, resolve_device, use_channels_last
+from ..engine.runtime import autocast_factory, compile_networks, resolve_device, use_channels_last
 from ..engine.trainer import check_finite
 from ..models import build_model
 
-NUM_CLASSES = 100
+NUM_CLASSES = 100  # CIFAR-sized inputs (the default 32x32); ImageNet-sized ones (`--image-size` > 64) get 1000
+IMAGENET_CLASSES = 1000
 NUM_TRAIN = 50_000  # rows of per-sample memories (CRD), as on CIFAR-100
 PAPER_HYBRIDS = ("nkd+dkd", "kd+fitnet", "kd+crd", "dkd+reviewkd", "mlkd+reviewkd")
 STUDENT, TEACHER_FORWARD, TEACHER_ARCH = "student (a)", "teacher forward (b)", "teacher-arch step (d)"
@@ -72,16 +76,20 @@ def check_methods(methods: list[str]) -> None:
 
 
 def _train_step_fn(cfg: CfgNode, method: str, teacher: nn.Module | None, device: torch.device, images: torch.Tensor,
-                   targets: torch.Tensor) -> Callable[[], None]:
-    """A closure running one full training step of `method` (built fresh, random weights)."""
+                   targets: torch.Tensor, compiled: bool = False) -> Callable[[], None]:
+    """A closure running one full training step of `method` (built fresh, random weights); `compiled`: its
+    networks through torch.compile, as TRAIN.COMPILE runs them (the shared teacher is compiled by the caller)."""
     node = _method_config(cfg, method)
-    student = build_model(node.MODEL.STUDENT, NUM_CLASSES)
-    train_labels = torch.arange(NUM_TRAIN, device=device) % NUM_CLASSES
+    family, classes = _family_and_classes(images)
+    student = build_model(node.MODEL.STUDENT, classes, family)
+    train_labels = torch.arange(NUM_TRAIN, device=device) % classes
     distiller = get_distiller_class(node.DISTILLER.NAME).from_config(
-        node, student, teacher, NUM_CLASSES, "cifar", train_labels=train_labels
+        node, student, teacher, classes, family, train_labels=train_labels
     ).to(device)
     if use_channels_last(node, device):
         distiller.to(memory_format=torch.channels_last)
+    if compiled:
+        compile_networks(net for net in distiller.networks() if net is not teacher)
     autocast, needs_scaler = autocast_factory(node, device)
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
     optimizers, _ = build_optimizers(distiller.optimizer_param_groups(), node.SOLVER, scaler)
@@ -100,42 +108,48 @@ def _train_step_fn(cfg: CfgNode, method: str, teacher: nn.Module | None, device:
 def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dict[str, float]:
     """Time every method's training step against the baselines; print the table and return the ratios.
 
-    With `output`, the measurement (samples, ratios, table, machine) is also written there as JSON."""
+    With `args.compile`, every step is timed eagerly and compiled (TRAIN.COMPILE; a compiled method's floor is
+    the compiled student step and teacher forward), after the untimed warm-up calls that compile it. With
+    `output`, the measurement (samples, ratios, table, machine) is also written there as JSON."""
     methods = args.methods or default_methods()
     check_methods(methods)
     device = resolve_device(args.device)
     cfg = get_cfg()
     cfg.MODEL.STUDENT, cfg.MODEL.TEACHER, cfg.TRAIN.DEVICE = args.student, args.teacher, str(device)
     torch.manual_seed(0)
-    images = torch.randn(args.batch_size, 3, 32, 32, device=device)
-    targets = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=device)
+    cfg.TRAIN.AMP, cfg.TRAIN.CHANNELS_LAST = not args.fp32, not args.no_channels_last  # both apply on CUDA only
+    size = args.image_size or 32
+    images = torch.randn(args.batch_size, 3, size, size, device=device)
+    family, classes = _family_and_classes(images)
+    targets = torch.randint(0, classes, (args.batch_size,), device=device)
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    teacher = build_model(args.teacher, NUM_CLASSES).to(device).eval()
-    if channels_last:
-        teacher.to(memory_format=torch.channels_last)
     autocast, _ = autocast_factory(cfg, device)
-
-    def teacher_forward() -> None:
-        with torch.inference_mode(), autocast():
-            teacher(images)
-
-    fns = {STUDENT: _train_step_fn(cfg, "vanilla", None, device, images, targets), TEACHER_FORWARD: teacher_forward}
     teacher_cfg = cfg.clone()
     teacher_cfg.MODEL.STUDENT = args.teacher
-    fns[TEACHER_ARCH] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets)
-    for method in methods:
-        fns[method] = _train_step_fn(cfg, method, teacher, device, images, targets)
+    fns, floors = {}, {}
+    for compiled in (False, True) if getattr(args, "compile", False) else (False,):
+        teacher = build_model(args.teacher, classes, family).to(device).eval()
+        if channels_last:
+            teacher.to(memory_format=torch.channels_last)
+        if compiled:
+            compile_networks([teacher])
+        name = (lambda step: f"{step} compiled") if compiled else (lambda step: step)
+        fns[name(STUDENT)] = _train_step_fn(cfg, "vanilla", None, device, images, targets, compiled)
+        fns[name(TEACHER_FORWARD)] = _teacher_forward_fn(teacher, images, autocast)
+        fns[name(TEACHER_ARCH)] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets, compiled)
+        floor = {name(STUDENT): 1, name(TEACHER_FORWARD): 1}
+        slkd_floor = {**floor, name(TEACHER_ARCH): cfg.SLKD.NUM_SLT}  # SLKD also trains NUM_SLT teacher-sized peers
+        for method in methods:
+            fns[name(method)] = _train_step_fn(cfg, method, teacher, device, images, targets, compiled)
+            floors[name(method)] = slkd_floor if method == "slkd" else floor
 
     timings = time_interleaved(fns, rounds=args.rounds, calls_per_round=args.steps, device=device,
                                warmup=WARMUP_CALLS, peak_memory=True)
-    floor = {STUDENT: 1, TEACHER_FORWARD: 1}
-    slkd_floor = {**floor, TEACHER_ARCH: cfg.SLKD.NUM_SLT}  # SLKD also trains NUM_SLT teacher-sized peers
-    floors = {method: slkd_floor if method == "slkd" else floor for method in methods}
     ratios = ratios_to_floors(timings.medians, floors)
     table = _table(timings.medians, timings.peak_mib, ratios)
-    print(f"\n{args.teacher} -> {args.student}, batch {args.batch_size}, {device}, "
+    print(f"\n{args.teacher} -> {args.student}, batch {args.batch_size}, {size}x{size}, {device}, "
           f"{args.rounds} rounds x {args.steps} steps, medians")
     print(table)
     if output is not None:
@@ -144,12 +158,28 @@ def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dic
     return ratios
 
 
+def _family_and_classes(images: torch.Tensor) -> tuple[str, int]:
+    """The model family of the images' size (as an image folder picks it) and the class count timed with it."""
+    family = family_for(images.shape[-1])
+    return family, NUM_CLASSES if family == "cifar" else IMAGENET_CLASSES
+
+
+def _teacher_forward_fn(teacher: nn.Module, images: torch.Tensor, autocast: Callable) -> Callable[[], None]:
+    def teacher_forward() -> None:
+        with torch.inference_mode(), autocast():
+            teacher(images)
+
+    return teacher_forward
+
+
 def _table(median: dict[str, float], peak_mib: dict[str, float | None], ratios: dict[str, float]) -> str:
-    """The printed table: the three baselines (a, b, d), then each method (c) with its ratio and target."""
+    """The printed table: the three baselines (a, b, d), then each method (c) with its ratio and target (and the
+    same for the compiled steps, when timed)."""
     rows = [[name, f"{1000 * median[name]:.1f}", "", "", _fmt(peak_mib[name])]
-            for name in (STUDENT, TEACHER_FORWARD, TEACHER_ARCH)]
-    rows += [[f"{method} (c)", f"{1000 * median[method]:.1f}", f"{ratio:.3f}", TARGETS.get(method, ""),
-              _fmt(peak_mib[method])] for method, ratio in ratios.items()]
+            for name in median if name not in ratios]
+    rows += [[f"{method} (c)", f"{1000 * median[method]:.1f}", f"{ratio:.3f}",
+              TARGETS.get(method.removesuffix(" compiled"), ""), _fmt(peak_mib[method])]
+             for method, ratio in ratios.items()]
     return render_table(rows, ["step", "ms", "ratio", "target", "peak MiB"])
 
 

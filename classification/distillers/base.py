@@ -135,6 +135,11 @@ class Distiller(nn.Module):
         # object.__setattr__: a registered submodule would make the distiller its own descendant
         object.__setattr__(self, "_parallel_losses", DistributedDataParallel(_LossesOf(self), device_ids=device_ids))
 
+    def networks(self) -> list[nn.Module]:
+        """The networks a step runs (what TRAIN.COMPILE compiles): the student and the teacher; the loss terms'
+        own modules stay eager."""
+        return [self.student] + ([self.teacher] if self.teacher is not None else [])
+
     def optimizer_param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer: by default one "student" optimizer over everything trainable."""
         return {"student": [p for p in self.parameters() if p.requires_grad]}

@@ -114,6 +114,9 @@ class SLKD(Distiller):
             raise ValueError(f"SLKD.FUSION_WEIGHTS must sum to 1, got {weights}")
         return torch.tensor(weights, dtype=torch.float32)
 
+    def networks(self) -> list[nn.Module]:
+        return super().networks() + list(self.slts)
+
     def optimizer_param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"student": list(self.student.parameters())}
         for k, slt in enumerate(self.slts, start=1):

@@ -37,7 +37,7 @@ from unikd.core.distributed import World, barrier, current_world, gather_by_inde
 from unikd.core.rng import rng_state, set_rng_state
 from unikd.core.run_dir import atomic_write_text, claim_output_dir
 
-from ..config import RESUME_MAY_CHANGE, load_cfg
+from ..config import RESUME_MAY_CHANGE, get_cfg, load_cfg
 from ..data import DataBundle, build_data
 from ..distillers import Distiller, get_distiller_class
 from ..models import build_model
@@ -45,7 +45,7 @@ from ..models.external import load_safetensors
 from .checkpoint import FORMAT, atomic_save, load_network, read_checkpoint
 from .metrics import AccuracyMeter, write_metrics_csv
 from .optim import build_optimizers, set_base_lr
-from .runtime import autocast_factory, resolve_device, seed_everything, use_channels_last
+from .runtime import autocast_factory, compile_networks, resolve_device, seed_everything, use_channels_last
 
 logger = logging.getLogger("classification")
 
@@ -203,6 +203,8 @@ class Trainer:
             self.distiller.to(memory_format=torch.channels_last)
         if self.world.distributed:
             self._parallelize()
+        if cfg.TRAIN.COMPILE:
+            compile_networks(self.distiller.networks())
         self.autocast, needs_scaler = autocast_factory(cfg, self.device)
         scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
         self.optimizers, self.schedulers = build_optimizers(
@@ -282,8 +284,10 @@ class Trainer:
             self._apply_changes(changes)
 
     def _resume_changes(self, path: Path, saved_config: str) -> dict[str, tuple]:
-        """The values this resume changes; ValueError listing every changed key outside RESUME_MAY_CHANGE."""
-        return check_resume_changes(saved_config, self.cfg, RESUME_MAY_CHANGE, str(path), str(self.output_dir / CONFIG))
+        """The values this resume changes; ValueError listing every changed key outside RESUME_MAY_CHANGE (a key
+        the saved config lacks, an option added since the run started, counts at its default)."""
+        return check_resume_changes(saved_config, self.cfg, RESUME_MAY_CHANGE, str(path), str(self.output_dir / CONFIG),
+                                    defaults=get_cfg())
 
     def _apply_changes(self, changes: dict[str, tuple]) -> None:
         """Apply a resume's allowed changes (a new SOLVER.LR to every optimizer and schedule) and record them."""
