@@ -248,3 +248,14 @@ def test_an_option_added_since_a_run_was_written_counts_at_its_default():
     assert config_differences(written, "A: 1\nB: {C: 2, NEW: false}\n", defaults=defaults) == {}
     assert config_differences(written, "A: 1\nB: {C: 2, NEW: true}\n", defaults=defaults) == {"B.NEW": (False, True)}
     assert config_differences(written, "A: 1\nB: {C: 2, NEW: false}\n") == {"B.NEW": (None, False)}  # no defaults
+
+
+def test_a_finished_teacher_whose_weights_are_gone_trains_again(fake_grid, caplog):
+    grid = fake_grid(seeds=[0])
+    runner.run_grids([grid])
+    (grid.output_dir / "teachers" / "big" / "weights.pth").unlink()  # e.g. its folder's run files were deleted
+    with caplog.at_level(logging.WARNING):
+        runner.run_grids([grid])
+    assert [key for key, _, mode in calls(grid)[4:] if mode == "fresh"][0] == "teachers/big"
+    assert "weights.pth are missing" in caplog.text
+    assert (grid.output_dir / "teachers" / "big" / "weights.pth").is_file()

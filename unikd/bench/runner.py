@@ -27,7 +27,7 @@ from unikd.core.checks import config_differences
 from .grid import Grid, Stage, student_stages, teacher_stages
 from .progress import StageLog, hide_third_party_import_warnings
 from .report import write_report
-from .stage_queue import QueuedStage, run_stages
+from .stage_queue import RESULT_NAME, QueuedStage, run_stages
 from .task import STAGE_CONFIG, BenchTask, load_task
 
 logger = logging.getLogger(__name__)
@@ -67,8 +67,13 @@ def plan_stages(task: BenchTask) -> list[PlannedStage]:
 
 
 def stale_reasons(planned: PlannedStage) -> list[str]:
-    """Why the run in the stage's folder is not a run of its config: changed values, or a teacher rewritten after
-    the run last wrote its config (empty when it is current, or when the folder holds no run)."""
+    """Why the run in the stage's folder is not a run of its config: changed values, a teacher rewritten after
+    the run last wrote its config, or a teacher stage whose weights are gone (its students could not read them);
+    empty when it is current, or when the folder holds no run."""
+    if planned.stage.method is None and (planned.stage.folder / RESULT_NAME).is_file():
+        weights = Path(planned.task.teacher_weights(planned.stage))
+        if not weights.is_file():
+            return [f"its weights {weights} are missing"]
     written = planned.stage.folder / STAGE_CONFIG
     if not written.is_file():
         return []
