@@ -259,3 +259,20 @@ def test_a_finished_teacher_whose_weights_are_gone_trains_again(fake_grid, caplo
     assert [key for key, _, mode in calls(grid)[4:] if mode == "fresh"][0] == "teachers/big"
     assert "weights.pth are missing" in caplog.text
     assert (grid.output_dir / "teachers" / "big" / "weights.pth").is_file()
+
+
+def test_a_stale_stage_loses_its_old_result_before_it_trains_again(fake_grid, monkeypatch):
+    """Otherwise a student waiting for a teacher that trains again would take it for finished and read its
+    half-trained weights."""
+    grid = fake_grid(seeds=[0])
+    runner.run_grids([grid])
+    (grid.output_dir / "teachers" / "big" / "weights.pth").unlink()
+    seen, train = [], FakeTask.train
+
+    def watched(self, stage, cfg, fresh):
+        seen.append((stage.key, fresh, (stage.folder / "result.json").exists()))
+        return train(self, stage, cfg, fresh)
+
+    monkeypatch.setattr(FakeTask, "train", watched)
+    runner.run_grids([grid])
+    assert seen[0] == ("teachers/big", True, False)

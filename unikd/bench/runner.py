@@ -91,6 +91,8 @@ def _train(planned: PlannedStage, total: int, verbose: bool, live: bool | None) 
     if reasons:
         logger.warning("%s in %s is stale (%s); running it again from scratch", planned.stage.name,
                        planned.stage.folder, "; ".join(reasons))
+        # the old result goes first: a student waiting for this stage must not take it for finished meanwhile
+        (planned.stage.folder / RESULT_NAME).unlink(missing_ok=True)
     with StageLog(planned.stage.folder, f"[{planned.index}/{total}] {planned.stage.name}", verbose, live) as log:
         result = planned.task.train(planned.stage, planned.cfg, fresh=bool(reasons))
         log.finish(planned.task.headline(result))
