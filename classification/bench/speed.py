@@ -129,7 +129,7 @@ def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dic
     teacher_cfg = cfg.clone()
     teacher_cfg.MODEL.STUDENT = args.teacher
     fns, floors = {}, {}
-    for compiled in (False, True) if getattr(args, "compile", False) else (False,):
+    for compiled in (False, True) if args.compile else (False,):
         teacher = build_model(args.teacher, classes, family).to(device).eval()
         if channels_last:
             teacher.to(memory_format=torch.channels_last)
