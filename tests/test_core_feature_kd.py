@@ -8,6 +8,7 @@ import torch
 from unikd.core.attention import at_loss, attention_map
 from unikd.core.hint import HintRegressor, hint_loss
 from unikd.core.ofd import OFDConnector, gaussian_negative_margin, ofd_loss, ofd_margin_from_features
+from unikd.core.pooling import average_pool_to
 from unikd.core.relational import rkd_angle_loss, rkd_distance_loss, rkd_loss, sp_loss
 from unikd.core.review import AttentionBasedFusion, ReviewFusion, hcl_loss
 
@@ -91,7 +92,7 @@ def _loop_attention(x: torch.Tensor, p: float) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("p", [2.0, 3.0])
+@pytest.mark.parametrize("p", [2.0, 3.0, 4.0, 1.5])
 def test_attention_map_matches_loop_and_has_unit_norm(p):
     x = torch.randn(2, 3, 4, 5, generator=_gen(1))
     a = attention_map(x, p)
@@ -106,6 +107,28 @@ def test_at_loss_same_size_pairs_sum_means():
     t = [torch.randn(2, 6, 4, 4, generator=g), torch.randn(2, 2, 2, 3, generator=g)]
     ref = sum(((_loop_attention(a, 2) - _loop_attention(b, 2)) ** 2).mean().item() for a, b in zip(s, t))
     assert at_loss(s, t).item() == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0])
+def test_at_gradient_is_that_of_the_absolute_value_formula(p):
+    # an even p skips the abs (x^p = |x|^p): the gradient, 2x for p 2, must still be that of |x|^p
+    s = torch.randn(2, 3, 4, 5, generator=_gen(7), dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 4, 4, 5, generator=_gen(8), dtype=torch.float64)
+    at_loss([s], [t], p).backward()
+
+    def by_hand(x):
+        q = x.abs().pow(p).mean(1).flatten(1)
+        return q / q.norm(dim=1, keepdim=True)
+
+    s_ref = s.detach().clone().requires_grad_(True)
+    (by_hand(s_ref) - by_hand(t)).pow(2).mean().backward()
+    torch.testing.assert_close(s.grad, s_ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_average_pool_to_pools_or_passes_a_map_of_the_size_through():
+    x = torch.randn(2, 3, 8, 6, generator=_gen(9))
+    assert average_pool_to(x, (8, 6)) is x
+    torch.testing.assert_close(average_pool_to(x, (4, 3)), _block_mean(x, 4, 3).float())
 
 
 def test_at_loss_pools_the_larger_map_per_dimension():

@@ -40,7 +40,7 @@ class BasicBlock(PreactBlock):
         self.downsample = _downsample(in_channels, width, stride)
 
     def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)  # in place: nothing else reads the BN output
         out = self.bn2(self.conv2(out))
         preact = out + (x if self.downsample is None else self.downsample(x))
         return F.relu(preact), preact
@@ -63,8 +63,8 @@ class Bottleneck(PreactBlock):
         self.downsample = _downsample(in_channels, out_channels, stride)
 
     def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)  # in place: nothing else reads the BN outputs
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
         preact = out + (x if self.downsample is None else self.downsample(x))
         return F.relu(preact), preact

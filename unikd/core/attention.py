@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .pooling import average_pool_to
+
 
 def _check_p(p: float) -> None:
     """p >= 1: for p < 1 the gradient of |x|^p is infinite at the exact zeros that ReLU maps contain."""
@@ -28,14 +30,17 @@ def attention_map(feat: Tensor, p: float = 2.0) -> Tensor:
     if feat.dim() != 4:
         raise ValueError(f"attention_map expects [N, C, H, W], got shape {tuple(feat.shape)}")
     _check_p(p)
-    q = feat.float().abs().pow(p).mean(dim=1).flatten(1)
+    feat = feat.float()
+    # |x|^p is x^p for an even integer p: the abs would be one more pass over the map, forward and backward
+    powered = feat.pow(p) if float(p).is_integer() and int(p) % 2 == 0 else feat.abs().pow(p)
+    q = powered.mean(dim=1).flatten(1)
     return F.normalize(q, p=2.0, dim=1)
 
 
 def _pool_to_common_size(feat_s: Tensor, feat_t: Tensor) -> tuple[Tensor, Tensor]:
     """Adaptive-average-pools both maps to (min H, min W); a map already at that size is unchanged."""
     size = (min(feat_s.shape[2], feat_t.shape[2]), min(feat_s.shape[3], feat_t.shape[3]))
-    return F.adaptive_avg_pool2d(feat_s, size), F.adaptive_avg_pool2d(feat_t, size)
+    return average_pool_to(feat_s, size), average_pool_to(feat_t, size)
 
 
 def _check_pair(index: int, feat_s: Tensor, feat_t: Tensor) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.ofd import OFDConnector, ofd_loss, ofd_margin_from_features
+from ..core.pooling import average_pool_to
 from .base import NEEDS_FEATURES, Batch, Term, TermContext, TermOptions, option, register_term
 from .features import tapped_pairs
 
@@ -48,6 +48,6 @@ class OFDTerm(Term):
         for i, ((s, t), connector) in enumerate(zip(self.pairs, self.connectors)):
             feat_s, feat_t = batch.feature("student", s, preact=True), batch.feature("teacher", t, preact=True)
             margin = ofd_margin_from_features(feat_t)
-            target = F.adaptive_avg_pool2d(feat_t, tuple(feat_s.shape[-2:]))
+            target = average_pool_to(feat_t, tuple(feat_s.shape[-2:]))
             total = total + ofd_loss(connector(feat_s), target, margin) / 2 ** (count - 1 - i)
         return {"loss_ofd": self.options.weight * total}
