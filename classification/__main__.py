@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "--data-speed's crops 224")
     bench.add_argument("--fp32", action="store_true", help="with --speed on CUDA: AMP off (TRAIN.AMP False)")
     bench.add_argument("--no-channels-last", action="store_true",
-                       help="with --speed on CUDA: TRAIN.CHANNELS_LAST False")
+                       help="with --speed: TRAIN.CHANNELS_LAST False")
     bench.add_argument("--batches", type=positive_int, default=20, help="with --data-speed: timed batches")
     bench.set_defaults(func=_bench)
 

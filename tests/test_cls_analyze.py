@@ -58,7 +58,9 @@ def test_analyze_writes_the_figures_and_the_direct_numbers(tmp_path, cls_cfg, tw
         # The final test CE and KD come from metrics.csv; recompute them from the last epoch's student.
         last, _ = _direct_logits(cfg, "resnet8", run / "last.pth")
         assert entry["final_test_ce"] == pytest.approx(float(F.cross_entropy(last, labels)), rel=1e-4)
-        assert entry["final_test_kd"] == pytest.approx(float(kd_loss(last, teacher, 4.0)), rel=1e-4)
+        # rel 1e-3: the run's teacher is BN-folded and both networks ran channels_last; the rounding that moves
+        # their logits by ~1e-6 moves a KL this small (about 2e-4, near-equal distributions) in its fourth digit
+        assert entry["final_test_kd"] == pytest.approx(float(kd_loss(last, teacher, 4.0)), rel=1e-3)
         with open(run / "metrics.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == 2 and all(float(r["test_ce"]) > 0 and float(r["test_kd"]) >= 0 for r in rows)

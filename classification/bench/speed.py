@@ -4,7 +4,7 @@ Measured in one process by the shared harness `unikd.bench.speed`, interleaved o
 every variant alike, at batch `--batch-size` of random 32x32 images (100 classes; `--image-size` S above 64: S x S
 images, 1000 classes, the ImageNet zoo) for `--teacher` -> `--student`:
   a: a vanilla training step of the student;
-  b: a teacher forward under torch.inference_mode;
+  b: a forward of the teacher as the distillers run it (TRAIN.FOLD_TEACHER_BN) under torch.inference_mode;
   d: a vanilla training step of the teacher architecture (SLKD trains NUM_SLT of those);
   c: a full training step of each distiller.
 It prints c / (a + b) for every method and, for SLKD, c / (a + b + NUM_SLT * d), each beside its target where
@@ -28,6 +28,7 @@ from unikd.terms import registered_terms, term_class
 
 from ..config import get_cfg
 from ..distillers import get_distiller_class, registered_distillers
+from ..distillers.base import prepare_teacher
 from ..distillers.terms import SUPPORTED
 from ..data.image_folder import family_for
 from ..engine.optim import build_optimizers
@@ -75,13 +76,15 @@ def check_methods(methods: list[str]) -> None:
             get_distiller_class(method)
 
 
-def _train_step_fn(cfg: CfgNode, method: str, teacher: nn.Module | None, device: torch.device, images: torch.Tensor,
-                   targets: torch.Tensor, compiled: bool = False) -> Callable[[], None]:
-    """A closure running one full training step of `method` (built fresh, random weights); `compiled`: its
-    networks through torch.compile, as TRAIN.COMPILE runs them (the shared teacher is compiled by the caller)."""
+def train_step_fn(cfg: CfgNode, method: str, teacher: nn.Module | None, device: torch.device, images: torch.Tensor,
+                  targets: torch.Tensor, compiled: bool = False, student: nn.Module | None = None
+                  ) -> Callable[[], None]:
+    """A closure running one full training step of `method` on `student` (default: MODEL.STUDENT built fresh,
+    random weights); `compiled`: its networks through torch.compile, as TRAIN.COMPILE runs them (the shared
+    teacher is compiled by the caller). `images` must already be in the memory format the config asks for."""
     node = _method_config(cfg, method)
     family, classes = _family_and_classes(images)
-    student = build_model(node.MODEL.STUDENT, classes, family)
+    student = student if student is not None else build_model(node.MODEL.STUDENT, classes, family)
     train_labels = torch.arange(NUM_TRAIN, device=device) % classes
     distiller = get_distiller_class(node.DISTILLER.NAME).from_config(
         node, student, teacher, classes, family, train_labels=train_labels
@@ -105,6 +108,20 @@ def _train_step_fn(cfg: CfgNode, method: str, teacher: nn.Module | None, device:
     return step
 
 
+def trained_like_batchnorm(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """`model` with its BatchNorms' running statistics and affine values drawn away from their identity
+    initialisation, as a trained network's are (a teacher whose BNs are identities would fold into convolutions
+    trivially); returned in eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(0.1 * torch.randn(c, generator=generator))
+            module.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=generator))
+            module.weight.data.copy_(0.5 + torch.rand(c, generator=generator))
+            module.bias.data.copy_(0.1 * torch.randn(c, generator=generator))
+    return model.eval()
+
+
 def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dict[str, float]:
     """Time every method's training step against the baselines; print the table and return the ratios.
 
@@ -117,7 +134,7 @@ def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dic
     cfg = get_cfg()
     cfg.MODEL.STUDENT, cfg.MODEL.TEACHER, cfg.TRAIN.DEVICE = args.student, args.teacher, str(device)
     torch.manual_seed(0)
-    cfg.TRAIN.AMP, cfg.TRAIN.CHANNELS_LAST = not args.fp32, not args.no_channels_last  # both apply on CUDA only
+    cfg.TRAIN.AMP, cfg.TRAIN.CHANNELS_LAST = not args.fp32, not args.no_channels_last  # AMP applies on CUDA only
     size = args.image_size or 32
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     family, classes = _family_and_classes(images)
@@ -130,19 +147,21 @@ def run_speed(args: argparse.Namespace, output: str | Path | None = None) -> dic
     teacher_cfg.MODEL.STUDENT = args.teacher
     fns, floors = {}, {}
     for compiled in (False, True) if args.compile else (False,):
-        teacher = build_model(args.teacher, classes, family).to(device).eval()
+        # the teacher as the distillers run it (frozen, BNs folded with TRAIN.FOLD_TEACHER_BN), so that (b) is the
+        # forward every method pays; each distiller keeps this one (a folded network is not folded again)
+        teacher = prepare_teacher(build_model(args.teacher, classes, family).eval(), cfg).to(device)
         if channels_last:
             teacher.to(memory_format=torch.channels_last)
         if compiled:
             compile_networks([teacher])
         name = (lambda step: f"{step} compiled") if compiled else (lambda step: step)
-        fns[name(STUDENT)] = _train_step_fn(cfg, "vanilla", None, device, images, targets, compiled)
+        fns[name(STUDENT)] = train_step_fn(cfg, "vanilla", None, device, images, targets, compiled)
         fns[name(TEACHER_FORWARD)] = _teacher_forward_fn(teacher, images, autocast)
-        fns[name(TEACHER_ARCH)] = _train_step_fn(teacher_cfg, "vanilla", None, device, images, targets, compiled)
+        fns[name(TEACHER_ARCH)] = train_step_fn(teacher_cfg, "vanilla", None, device, images, targets, compiled)
         floor = {name(STUDENT): 1, name(TEACHER_FORWARD): 1}
         slkd_floor = {**floor, name(TEACHER_ARCH): cfg.SLKD.NUM_SLT}  # SLKD also trains NUM_SLT teacher-sized peers
         for method in methods:
-            fns[name(method)] = _train_step_fn(cfg, method, teacher, device, images, targets, compiled)
+            fns[name(method)] = train_step_fn(cfg, method, teacher, device, images, targets, compiled)
             floors[name(method)] = slkd_floor if method == "slkd" else floor
 
     timings = time_interleaved(fns, rounds=args.rounds, calls_per_round=args.steps, device=device,

