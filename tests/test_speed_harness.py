@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -230,3 +231,62 @@ def test_the_speed_bench_times_compiled_steps_against_the_compiled_floor(capsys)
     cells = {row[0]: row for row in table_cells(capsys.readouterr().out.split("\n\n")[-1].split("medians\n")[-1])}
     assert {"student (a) compiled", "teacher forward (b) compiled", "kd compiled (c)"} <= cells.keys()
     assert cells["kd compiled (c)"][3] == "<= 1.05"
+
+
+FAKE_MDISTILLER = {
+    "mdistiller/__init__.py": "",
+    "mdistiller/engine/__init__.py": "",
+    "mdistiller/engine/cfg.py": """
+from yacs.config import CfgNode as CN
+CFG = CN()
+CFG.SOLVER = CN()
+CFG.SOLVER.LR, CFG.SOLVER.MOMENTUM, CFG.SOLVER.WEIGHT_DECAY = 0.05, 0.9, 5e-4
+""",
+    "mdistiller/models/__init__.py": "",
+    "mdistiller/models/cifar/__init__.py": """
+from classification.models import build_model
+def resnet8x4(num_classes): return build_model("resnet8x4", num_classes, "cifar")
+def resnet32x4(num_classes): return build_model("resnet32x4", num_classes, "cifar")
+""",
+    "mdistiller/distillers/__init__.py": """
+import torch, torch.nn.functional as F
+calls = []
+class KD(torch.nn.Module):
+    def __init__(self, student, teacher, cfg):
+        super().__init__(); self.student, self.teacher = student, teacher
+    def get_learnable_parameters(self): return list(self.student.parameters())
+    def forward(self, image, target, epoch):
+        calls.append(epoch)
+        logits = self.student(image).logits
+        return logits, {"loss_ce": F.cross_entropy(logits, target)}
+distiller_dict = {"KD": KD}
+""",
+}
+
+
+def test_the_mdistiller_comparison_times_both_steps_and_records_their_ratio(tmp_path, monkeypatch, capsys):
+    """tools/speed_vs_mdistiller.py against a stand-in checkout with mdistiller's layout (the real one is fetched
+    from GitHub, which the tests cannot reach): both steps run, the ratio is UniKD's median over mdistiller's."""
+    for name, text in FAKE_MDISTILLER.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the tool puts the checkout first on the path
+    for module in [m for m in sys.modules if m.startswith("mdistiller")]:
+        monkeypatch.delitem(sys.modules, module)
+    spec = importlib.util.spec_from_file_location("speed_vs_mdistiller", REPO / "tools" / "speed_vs_mdistiller.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(FileNotFoundError, match="not an mdistiller checkout"):
+        tool.main(["--mdistiller", str(tmp_path / "missing"), "--methods", "kd"])
+    ratios = tool.main(["--mdistiller", str(tmp_path), "--methods", "kd", "--batch", "2", "--steps", "1",
+                        "--rounds", "1", "--output", str(tmp_path / "vs.json")])
+    import mdistiller.distillers as fake
+
+    assert fake.calls and set(fake.calls) == {tool.PROGRESS_EPOCHS}  # warm-up and timed calls, past all warm-ups
+    record = json.loads((tmp_path / "vs.json").read_text())
+    medians = {name: step["median_s"] for name, step in record["steps"].items()}
+    assert list(medians) == ["mdistiller kd", "unikd kd"]
+    assert ratios == {"kd": pytest.approx(medians["unikd kd"] / medians["mdistiller kd"])}
+    assert record["table"] in capsys.readouterr().out
+    cells = {row[0]: row for row in table_cells(record["table"])}
+    assert float(cells["kd"][3]) == pytest.approx(ratios["kd"], abs=5e-4)
