@@ -283,7 +283,7 @@ def test_feature_table_task_columns_match_the_shipped_configs():
         assert (row["classification"] == "yes") == (pair / f"{name}.yaml").is_file(), f"{name}: classification column"
 
 
-@pytest.mark.parametrize("task", ["classification", "detection", "detection_fpn_baselines"])
+@pytest.mark.parametrize("task", ["classification", "detection", "detection_fpn_baselines", "vs_mdistiller"])
 def test_speed_page_quotes_each_recorded_table_unchanged(task):
     record = json.loads((REPO / "docs" / "results" / "speed" / f"{task}.json").read_text(encoding="utf-8"))
     page = (REPO / "docs" / "results" / "speed.md").read_text(encoding="utf-8")
@@ -291,6 +291,12 @@ def test_speed_page_quotes_each_recorded_table_unchanged(task):
     assert f"speed/{task}.json" in page and record["date"].startswith("2026-12-07")
     ratios = {variant: entry["ratio"] for variant, entry in record["ratios"].items()}
     assert ratios and all(0.5 < ratio < 5 for ratio in ratios.values())  # a run under heavy load reads 0.25
+
+
+@pytest.mark.parametrize("task", ["vs_mdistiller", "detection"])
+def test_readme_quotes_the_speed_tables_unchanged(task):
+    record = json.loads((REPO / "docs" / "results" / "speed" / f"{task}.json").read_text(encoding="utf-8"))
+    assert record["table"] in README.read_text(encoding="utf-8")
 
 
 def test_speed_page_quotes_the_loader_measurement_unchanged():
